@@ -1,0 +1,267 @@
+"""Numbers from the RFCs as IntEnums (RFC 4120 §7.5, RFC 4556 §3, RFC 6113, RFC 8070)."""
+
+from enum import IntEnum
+
+
+class MessageType(IntEnum):
+    """RFC 4120 §7.5.7 message types (the APPLICATION tag numbers)."""
+
+    KRB_AS_REQ = 10
+    KRB_AS_REP = 11
+    KRB_TGS_REQ = 12
+    KRB_TGS_REP = 13
+    KRB_AP_REQ = 14
+    KRB_AP_REP = 15
+    KRB_SAFE = 20
+    KRB_PRIV = 21
+    KRB_CRED = 22
+    KRB_ERROR = 30
+
+
+class NameType(IntEnum):
+    """RFC 4120 §6.2 name types."""
+
+    NT_UNKNOWN = 0
+    NT_PRINCIPAL = 1
+    NT_SRV_INST = 2
+    NT_SRV_HST = 3
+    NT_SRV_XHST = 4
+    NT_UID = 5
+    NT_X500_PRINCIPAL = 6
+    NT_SMTP_NAME = 7
+    NT_ENTERPRISE = 10
+    NT_WELLKNOWN = 11
+
+
+class EncType(IntEnum):
+    """RFC 3961 §8 / RFC 3962 / RFC 8009 encryption types this project implements."""
+
+    AES128_CTS_HMAC_SHA1_96 = 17
+    AES256_CTS_HMAC_SHA1_96 = 18
+    AES128_CTS_HMAC_SHA256_128 = 19
+    AES256_CTS_HMAC_SHA384_192 = 20
+
+
+class ChecksumType(IntEnum):
+    """RFC 3961 §8 / RFC 8009 checksum types."""
+
+    HMAC_SHA1_96_AES128 = 15
+    HMAC_SHA1_96_AES256 = 16
+    HMAC_SHA256_128_AES128 = 19
+    HMAC_SHA384_192_AES256 = 20
+
+
+class KeyUsage(IntEnum):
+    """RFC 4120 §7.5.1 key usage numbers."""
+
+    AS_REQ_PA_ENC_TIMESTAMP = 1
+    KDC_REP_TICKET = 2
+    AS_REP_ENCPART = 3
+    TGS_REQ_AD_SESSKEY = 4
+    TGS_REQ_AD_SUBKEY = 5
+    TGS_REQ_AUTH_CKSUM = 6
+    TGS_REQ_AUTH = 7
+    TGS_REP_ENCPART_SESSKEY = 8
+    TGS_REP_ENCPART_SUBKEY = 9
+    AP_REQ_AUTH_CKSUM = 10
+    AP_REQ_AUTH = 11
+    AP_REP_ENCPART = 12
+    KRB_PRIV_ENCPART = 13
+    KRB_CRED_ENCPART = 14
+    KRB_SAFE_CKSUM = 15
+    PA_PKINIT_KX = 44
+    PA_FX_COOKIE = 50
+    FAST_ENC = 51
+    FAST_REP = 52
+    FAST_FINISHED = 53
+    ENC_CHALLENGE_CLIENT = 54
+    ENC_CHALLENGE_KDC = 55
+    AS_FRESHNESS = 514
+
+
+class PaDataType(IntEnum):
+    """RFC 4120 §7.5.2, RFC 4556 §3.2, RFC 6113, RFC 8070 pre-authentication data types."""
+
+    PA_PROV_SRV_LOCATION = -1
+    PA_TGS_REQ = 1
+    PA_ENC_TIMESTAMP = 2
+    PA_PW_SALT = 3
+    PA_ETYPE_INFO = 11
+    PA_PK_AS_REQ_OLD = 14
+    PA_PK_AS_REP_OLD = 15
+    PA_PK_AS_REQ = 16
+    PA_PK_AS_REP = 17
+    PA_ETYPE_INFO2 = 19
+    PA_SVR_REFERRAL_INFO = 20
+    PA_PAC_REQUEST = 128
+    PA_FOR_USER = 129
+    PA_FX_COOKIE = 133
+    PA_FX_FAST = 136
+    PA_FX_ERROR = 137
+    PA_ENCRYPTED_CHALLENGE = 138
+    PA_REQ_ENC_PA_REP = 149
+    PA_AS_FRESHNESS = 150
+    PA_PAC_OPTIONS = 167
+
+
+class TypedDataType(IntEnum):
+    """RFC 4556 §3.2.2 typed-data types carried in KRB-ERROR e-data."""
+
+    TD_TRUSTED_CERTIFIERS = 104
+    TD_INVALID_CERTIFICATES = 105
+    TD_DH_PARAMETERS = 109
+
+
+class AuthorizationDataType(IntEnum):
+    """RFC 4120 §7.5.4 and RFC 4556 authorization data types."""
+
+    AD_IF_RELEVANT = 1
+    AD_INTENDED_FOR_SERVER = 2
+    AD_INTENDED_FOR_APPLICATION_CLASS = 3
+    AD_KDC_ISSUED = 4
+    AD_AND_OR = 5
+    AD_MANDATORY_TICKET_EXTENSIONS = 6
+    AD_IN_TICKET_EXTENSIONS = 7
+    AD_MANDATORY_FOR_KDC = 8
+    AD_INITIAL_VERIFIED_CAS = 9
+    AD_WIN2K_PAC = 128
+
+
+class AddressType(IntEnum):
+    """RFC 4120 §7.5.3 host address types."""
+
+    IPv4 = 2
+    DIRECTIONAL = 3
+    ChaosNet = 5
+    XNS = 6
+    ISO = 7
+    DECNET_Phase_IV = 12
+    AppleTalk_DDP = 16
+    NetBios = 20
+    IPv6 = 24
+
+
+class ErrorCode(IntEnum):
+    """RFC 4120 §7.5.9 and RFC 4556 §3.1.3 error codes."""
+
+    KDC_ERR_NONE = 0
+    KDC_ERR_NAME_EXP = 1
+    KDC_ERR_SERVICE_EXP = 2
+    KDC_ERR_BAD_PVNO = 3
+    KDC_ERR_C_OLD_MAST_KVNO = 4
+    KDC_ERR_S_OLD_MAST_KVNO = 5
+    KDC_ERR_C_PRINCIPAL_UNKNOWN = 6
+    KDC_ERR_S_PRINCIPAL_UNKNOWN = 7
+    KDC_ERR_PRINCIPAL_NOT_UNIQUE = 8
+    KDC_ERR_NULL_KEY = 9
+    KDC_ERR_CANNOT_POSTDATE = 10
+    KDC_ERR_NEVER_VALID = 11
+    KDC_ERR_POLICY = 12
+    KDC_ERR_BADOPTION = 13
+    KDC_ERR_ETYPE_NOSUPP = 14
+    KDC_ERR_SUMTYPE_NOSUPP = 15
+    KDC_ERR_PADATA_TYPE_NOSUPP = 16
+    KDC_ERR_TRTYPE_NOSUPP = 17
+    KDC_ERR_CLIENT_REVOKED = 18
+    KDC_ERR_SERVICE_REVOKED = 19
+    KDC_ERR_TGT_REVOKED = 20
+    KDC_ERR_CLIENT_NOTYET = 21
+    KDC_ERR_SERVICE_NOTYET = 22
+    KDC_ERR_KEY_EXPIRED = 23
+    KDC_ERR_PREAUTH_FAILED = 24
+    KDC_ERR_PREAUTH_REQUIRED = 25
+    KDC_ERR_SERVER_NOMATCH = 26
+    KDC_ERR_MUST_USE_USER2USER = 27
+    KDC_ERR_PATH_NOT_ACCEPTED = 28
+    KDC_ERR_SVC_UNAVAILABLE = 29
+    KRB_AP_ERR_BAD_INTEGRITY = 31
+    KRB_AP_ERR_TKT_EXPIRED = 32
+    KRB_AP_ERR_TKT_NYV = 33
+    KRB_AP_ERR_REPEAT = 34
+    KRB_AP_ERR_NOT_US = 35
+    KRB_AP_ERR_BADMATCH = 36
+    KRB_AP_ERR_SKEW = 37
+    KRB_AP_ERR_BADADDR = 38
+    KRB_AP_ERR_BADVERSION = 39
+    KRB_AP_ERR_MSG_TYPE = 40
+    KRB_AP_ERR_MODIFIED = 41
+    KRB_AP_ERR_BADORDER = 42
+    KRB_AP_ERR_BADKEYVER = 44
+    KRB_AP_ERR_NOKEY = 45
+    KRB_AP_ERR_MUT_FAIL = 46
+    KRB_AP_ERR_BADDIRECTION = 47
+    KRB_AP_ERR_METHOD = 48
+    KRB_AP_ERR_BADSEQ = 49
+    KRB_AP_ERR_INAPP_CKSUM = 50
+    KRB_AP_PATH_NOT_ACCEPTED = 51
+    KRB_ERR_RESPONSE_TOO_BIG = 52
+    KRB_ERR_GENERIC = 60
+    KRB_ERR_FIELD_TOOLONG = 61
+    KDC_ERR_CLIENT_NOT_TRUSTED = 62
+    KDC_ERR_KDC_NOT_TRUSTED = 63
+    KDC_ERR_INVALID_SIG = 64
+    KDC_ERR_DH_KEY_PARAMETERS_NOT_ACCEPTED = 65
+    KDC_ERR_CERTIFICATE_MISMATCH = 66
+    KRB_AP_ERR_NO_TGT = 67
+    KDC_ERR_WRONG_REALM = 68
+    KRB_AP_ERR_USER_TO_USER_REQUIRED = 69
+    KDC_ERR_CANT_VERIFY_CERTIFICATE = 70
+    KDC_ERR_INVALID_CERTIFICATE = 71
+    KDC_ERR_REVOKED_CERTIFICATE = 72
+    KDC_ERR_REVOCATION_STATUS_UNKNOWN = 73
+    KDC_ERR_REVOCATION_STATUS_UNAVAILABLE = 74
+    KDC_ERR_CLIENT_NAME_MISMATCH = 75
+    KDC_ERR_KDC_NAME_MISMATCH = 76
+    KDC_ERR_INCONSISTENT_KEY_PURPOSE = 77
+    KDC_ERR_DIGEST_IN_CERT_NOT_ACCEPTED = 78
+    KDC_ERR_PA_CHECKSUM_MUST_BE_INCLUDED = 79
+    KDC_ERR_DIGEST_IN_SIGNED_DATA_NOT_ACCEPTED = 80
+    KDC_ERR_PUBLIC_KEY_ENCRYPTION_NOT_SUPPORTED = 81
+    KDC_ERR_PREAUTH_EXPIRED = 90
+    KDC_ERR_MORE_PREAUTH_DATA_REQUIRED = 91
+    KDC_ERR_UNKNOWN_CRITICAL_FAST_OPTIONS = 93
+
+
+class KdcOptions:
+    """RFC 4120 §5.4.1 KDCOptions bit positions, as masks on the 32-bit big-endian value."""
+
+    FORWARDABLE = 1 << (31 - 1)
+    FORWARDED = 1 << (31 - 2)
+    PROXIABLE = 1 << (31 - 3)
+    PROXY = 1 << (31 - 4)
+    ALLOW_POSTDATE = 1 << (31 - 5)
+    POSTDATED = 1 << (31 - 6)
+    RENEWABLE = 1 << (31 - 8)
+    CANONICALIZE = 1 << (31 - 15)
+    DISABLE_TRANSITED_CHECK = 1 << (31 - 26)
+    RENEWABLE_OK = 1 << (31 - 27)
+    ENC_TKT_IN_SKEY = 1 << (31 - 28)
+    RENEW = 1 << (31 - 30)
+    VALIDATE = 1 << (31 - 31)
+
+
+class TicketFlags:
+    """RFC 4120 §5.3 TicketFlags bit positions, as masks on the 32-bit big-endian value."""
+
+    FORWARDABLE = 1 << (31 - 1)
+    FORWARDED = 1 << (31 - 2)
+    PROXIABLE = 1 << (31 - 3)
+    PROXY = 1 << (31 - 4)
+    MAY_POSTDATE = 1 << (31 - 5)
+    POSTDATED = 1 << (31 - 6)
+    INVALID = 1 << (31 - 7)
+    RENEWABLE = 1 << (31 - 8)
+    INITIAL = 1 << (31 - 9)
+    PRE_AUTHENT = 1 << (31 - 10)
+    HW_AUTHENT = 1 << (31 - 11)
+    TRANSITED_POLICY_CHECKED = 1 << (31 - 12)
+    OK_AS_DELEGATE = 1 << (31 - 13)
+    ENC_PA_REP = 1 << (31 - 15)
+    ANONYMOUS = 1 << (31 - 16)
+
+
+class ApOptions:
+    """RFC 4120 §5.5.1 APOptions bit positions, as masks on the 32-bit big-endian value."""
+
+    USE_SESSION_KEY = 1 << (31 - 1)
+    MUTUAL_REQUIRED = 1 << (31 - 2)

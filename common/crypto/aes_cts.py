@@ -1,0 +1,69 @@
+"""AES in CBC mode with ciphertext stealing, as RFC 3962 §5 specifies for Kerberos.
+
+For one block this is plain CBC. Otherwise the data is CBC-encrypted zero-padded, the last two
+ciphertext blocks are swapped, and the (now last) block is truncated to the length of the final
+plaintext block. The swap applies even when the length is a whole number of blocks.
+"""
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+BLOCK = 16
+ZERO_IV = bytes(BLOCK)
+
+
+def aes_encrypt_block(key: bytes, block: bytes) -> bytes:
+    """One raw AES block encryption (the E of RFC 3961 DR for AES)."""
+    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
+    return encryptor.update(block) + encryptor.finalize()
+
+
+def _cbc_encrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    return encryptor.update(data) + encryptor.finalize()
+
+
+def _cbc_decrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
+    return decryptor.update(data) + decryptor.finalize()
+
+
+def _aes_decrypt_block(key: bytes, block: bytes) -> bytes:
+    decryptor = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
+    return decryptor.update(block) + decryptor.finalize()
+
+
+def cts_encrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
+    """AES-CBC-CTS encryption (RFC 3962 §5). `data` must be at least one block long."""
+    if len(data) < BLOCK:
+        raise ValueError("CBC-CTS needs at least one block of input")
+    if len(data) == BLOCK:
+        return _cbc_encrypt(key, iv, data)
+    tail = len(data) % BLOCK or BLOCK
+    padded = data + bytes(BLOCK - tail)
+    cbc = _cbc_encrypt(key, iv, padded)
+    head, penultimate, last = cbc[: -2 * BLOCK], cbc[-2 * BLOCK : -BLOCK], cbc[-BLOCK:]
+    return head + last + penultimate[:tail]
+
+
+def cts_decrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
+    """AES-CBC-CTS decryption (RFC 3962 §5). `data` must be at least one block long."""
+    if len(data) < BLOCK:
+        raise ValueError("CBC-CTS needs at least one block of input")
+    if len(data) == BLOCK:
+        return _cbc_decrypt(key, iv, data)
+    tail = len(data) % BLOCK or BLOCK
+    head = data[: -BLOCK - tail]
+    last_full = data[-BLOCK - tail : -tail]  # the final CBC block, moved forward by the swap
+    stolen = data[-tail:]
+    # Decrypting the final CBC block yields padded-plaintext XOR the penultimate CBC block; the
+    # padding was zeros, so its tail is the part of the penultimate block that was cut off.
+    restored = stolen + _aes_decrypt_block(key, last_full)[tail:]
+    return _cbc_decrypt(key, iv, head + restored + last_full)[: len(data)]
+
+
+def cts_next_iv(ciphertext: bytes) -> bytes:
+    """The cipher state after a CTS operation: the last full CBC output block (RFC 3962 §5)."""
+    if len(ciphertext) == BLOCK:
+        return ciphertext
+    tail = len(ciphertext) % BLOCK or BLOCK
+    return ciphertext[-BLOCK - tail : -tail]

@@ -1,0 +1,138 @@
+"""Kerberos keys: the enctype registry, a Key that caches its usage keys, and the RFC 6113 §5.1
+PRF+ and KRB-FX-CF2 functions."""
+
+import hmac
+import os
+from collections.abc import Callable
+
+from common.crypto.aes_sha1 import AES128_CTS_HMAC_SHA1_96, AES256_CTS_HMAC_SHA1_96
+from common.crypto.aes_sha2 import AES128_CTS_HMAC_SHA256_128, AES256_CTS_HMAC_SHA384_192
+from common.crypto.rfc3961 import KC, KE, KI, EncTypeProfile
+from common.errors import ChecksumTypeNotSupported, EncTypeNotSupported, ModifiedError
+
+_PROFILES: dict[int, EncTypeProfile] = {
+    p.enctype: p
+    for p in (AES256_CTS_HMAC_SHA384_192, AES128_CTS_HMAC_SHA256_128,
+              AES256_CTS_HMAC_SHA1_96, AES128_CTS_HMAC_SHA1_96)
+}
+_BY_CKSUMTYPE: dict[int, EncTypeProfile] = {p.cksumtype: p for p in _PROFILES.values()}
+
+
+def get_enctype(enctype: int) -> EncTypeProfile:
+    """The profile for `enctype`, or EncTypeNotSupported."""
+    try:
+        return _PROFILES[enctype]
+    except KeyError:
+        raise EncTypeNotSupported("ETYPE_NOSUPP", f"enctype {enctype}") from None
+
+
+def supported_enctypes() -> tuple[int, ...]:
+    """Supported enctypes, strongest first (the order a KDC prefers them in)."""
+    return tuple(_PROFILES)
+
+
+def profile_for_cksumtype(cksumtype: int) -> EncTypeProfile:
+    """The enctype whose mandatory checksum is `cksumtype`, or ChecksumTypeNotSupported."""
+    try:
+        return _BY_CKSUMTYPE[cksumtype]
+    except KeyError:
+        raise ChecksumTypeNotSupported("SUMTYPE_NOSUPP", f"cksumtype {cksumtype}") from None
+
+
+class Key:
+    """A Kerberos protocol key (RFC 4120 EncryptionKey) with its usage keys cached.
+
+    Usage keys are derived once per (usage, kind) and kept on the instance, which makes a
+    service key that decrypts thousands of tickets cost one derivation, not thousands.
+    """
+
+    __slots__ = ("enctype", "data", "profile", "_usage_keys")
+
+    def __init__(self, enctype: int, data: bytes) -> None:
+        self.profile = get_enctype(enctype)
+        if len(data) != self.profile.key_bytes:
+            raise ValueError(f"{self.profile.name} keys are {self.profile.key_bytes} bytes")
+        self.enctype = enctype
+        self.data = bytes(data)
+        self._usage_keys: dict[tuple[int, int], bytes] = {}
+
+    def __repr__(self) -> str:  # never show key bytes
+        return f"Key({self.profile.name})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Key):
+            return NotImplemented
+        return self.enctype == other.enctype and hmac.compare_digest(self.data, other.data)
+
+    def __hash__(self) -> int:
+        return hash((self.enctype, self.data))
+
+    @classmethod
+    def from_string(cls, enctype: int, password: bytes, salt: bytes,
+                    params: bytes | None = None) -> "Key":
+        """string-to-key (RFC 3962 §4 / RFC 8009 §4)."""
+        profile = get_enctype(enctype)
+        return cls(enctype, profile.string_to_key(password, salt, params))
+
+    @classmethod
+    def random(cls, enctype: int, random: Callable[[int], bytes] = os.urandom) -> "Key":
+        """A fresh random key (random-to-key of a random seed)."""
+        profile = get_enctype(enctype)
+        return cls(enctype, profile.random_to_key(random(profile.seed_bytes)))
+
+    def usage_key(self, usage: int, kind: int) -> bytes:
+        """Kc, Ke or Ki for `usage` (RFC 3961 §5.3), derived once."""
+        cache_key = (usage, kind)
+        derived = self._usage_keys.get(cache_key)
+        if derived is None:
+            derived = self.profile.derive(self.data, usage, kind)
+            self._usage_keys[cache_key] = derived
+        return derived
+
+    def encrypt(self, usage: int, plaintext: bytes, *, confounder: bytes | None = None) -> bytes:
+        """Encrypt for `usage`; `confounder` is the test hook that makes vectors reproduce."""
+        if confounder is None:
+            confounder = os.urandom(self.profile.confounder_bytes)
+        elif len(confounder) != self.profile.confounder_bytes:
+            raise ValueError("wrong confounder length")
+        return self.profile.encrypt_with(self.usage_key(usage, KE), self.usage_key(usage, KI),
+                                         plaintext, confounder)
+
+    def decrypt(self, usage: int, ciphertext: bytes) -> bytes:
+        """Decrypt and verify for `usage`. Raises IntegrityError."""
+        return self.profile.decrypt_with(self.usage_key(usage, KE), self.usage_key(usage, KI),
+                                         ciphertext)
+
+    def checksum(self, usage: int, data: bytes) -> bytes:
+        """The enctype's mandatory keyed checksum (RFC 3961 §4) over `data`."""
+        return self.profile.checksum_with(self.usage_key(usage, KC), data)
+
+    def verify_checksum(self, usage: int, data: bytes, checksum: bytes,
+                        cksumtype: int | None = None) -> None:
+        """Raise ModifiedError unless `checksum` is this key's checksum of `data`."""
+        if cksumtype is not None and cksumtype != self.profile.cksumtype:
+            profile_for_cksumtype(cksumtype)  # raises SUMTYPE_NOSUPP for unknown types
+            raise ModifiedError("CKSUMTYPE_MISMATCH", f"{cksumtype} with {self.profile.name}")
+        if not hmac.compare_digest(self.checksum(usage, data), checksum):
+            raise ModifiedError("BAD_CHECKSUM")
+
+    def prf(self, data: bytes) -> bytes:
+        """The enctype's PRF (RFC 3961 §3, RFC 3962 §6, RFC 8009 §5)."""
+        return self.profile.prf(self.data, data)
+
+    def prf_plus(self, data: bytes, nbytes: int) -> bytes:
+        """RFC 6113 §5.1 PRF+: PRF(key, 1|data) | PRF(key, 2|data) | ... truncated."""
+        out = b""
+        counter = 1
+        while len(out) < nbytes:
+            out += self.prf(bytes([counter]) + data)
+            counter += 1
+        return out[:nbytes]
+
+
+def cf2(key1: Key, key2: Key, pepper1: bytes, pepper2: bytes) -> Key:
+    """RFC 6113 §5.1 KRB-FX-CF2: random-to-key(PRF+(k1, p1) XOR PRF+(k2, p2)), enctype of key1."""
+    profile = key1.profile
+    a = key1.prf_plus(pepper1, profile.seed_bytes)
+    b = key2.prf_plus(pepper2, profile.seed_bytes)
+    return Key(key1.enctype, profile.random_to_key(bytes(x ^ y for x, y in zip(a, b, strict=True))))

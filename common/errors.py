@@ -1,0 +1,65 @@
+"""Typed errors. Every KerberosError subclass carries the KRB-ERROR code (RFC 4120 §7.5.9) the
+peer is told; MalformedMessage is what every decoder raises for bad bytes."""
+
+from typing import ClassVar
+
+from common.codes import ErrorCode
+
+
+class KerberosError(Exception):
+    """A failure the peer is told about. Subclass it; never raise it directly."""
+
+    code: ClassVar[ErrorCode] = ErrorCode.KRB_ERR_GENERIC
+
+    def __init__(self, status: str, detail: str = "") -> None:
+        super().__init__(f"{status}: {detail}" if detail else status)
+        self.status = status  # stable tag for logs and e-text, e.g. "CLIENT_NOT_FOUND"
+        self.detail = detail  # logs only; never sent to the peer
+
+
+class MalformedMessage(KerberosError):
+    """Bytes that are not a valid DER encoding of the expected message (or file record)."""
+
+    code = ErrorCode.KRB_ERR_GENERIC
+
+
+class FieldTooLong(KerberosError):
+    """RFC 4120 §7.2.2: a TCP record length with the high bit set or over the cap."""
+
+    code = ErrorCode.KRB_ERR_FIELD_TOOLONG
+
+
+class ResponseTooBig(KerberosError):
+    """RFC 4120 §7.2.1: a reply that does not fit the UDP size limit; the client retries on TCP."""
+
+    code = ErrorCode.KRB_ERR_RESPONSE_TOO_BIG
+
+
+class IntegrityError(KerberosError):
+    """RFC 3961 §3: decryption failed its integrity check (wrong key, usage or tampered data)."""
+
+    code = ErrorCode.KRB_AP_ERR_BAD_INTEGRITY
+
+
+class ModifiedError(KerberosError):
+    """RFC 4120 §3.2.3: a message or checksum did not verify."""
+
+    code = ErrorCode.KRB_AP_ERR_MODIFIED
+
+
+class EncTypeNotSupported(KerberosError):
+    """RFC 4120 §3.1.3: none of the offered encryption types is supported."""
+
+    code = ErrorCode.KDC_ERR_ETYPE_NOSUPP
+
+
+class ChecksumTypeNotSupported(KerberosError):
+    """RFC 4120 §7.5.9: the checksum type is not supported."""
+
+    code = ErrorCode.KDC_ERR_SUMTYPE_NOSUPP
+
+
+class ClockSkew(KerberosError):
+    """RFC 4120 §3.2.3: the peer's clock is outside the allowed skew."""
+
+    code = ErrorCode.KRB_AP_ERR_SKEW
