@@ -1,0 +1,231 @@
+"""The one place that turns DER bytes into frozen dataclasses and back (via pyasn1).
+
+Strict decoding: pyasn1's DER decoder is lenient (it accepts, for example, non-minimal lengths),
+so every decode re-encodes the parsed value and requires the very same bytes back. The result
+is that a decoded message re-encodes byte-identically, and the re-encoded KDC-REQ-BODY *is* the
+received body. Any failure becomes one MalformedMessage.
+
+Mapping: each message dataclass is registered against its pyasn1 schema with `@asn1_type`; its
+fields are the schema's component names in snake case ("kdc-options" -> kdc_options,
+"clientDHNonce" -> client_dh_nonce, "from" -> from_), checked at import time. Absent OPTIONAL
+components are None; SEQUENCE OF is a tuple; KerberosFlags is an int over 32 bits; KerberosTime
+is an aware UTC datetime; OBJECT IDENTIFIER is a dotted string; ANY and OCTET STRING are bytes.
+"""
+
+import keyword
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pyasn1.codec.der import decoder as der_decoder
+from pyasn1.codec.der import encoder as der_encoder
+from pyasn1.error import PyAsn1Error
+from pyasn1.type import base, char, tag, univ, useful
+
+from common.errors import MalformedMessage
+
+T = TypeVar("T")
+
+# Exceptions pyasn1 lets escape on hostile input besides PyAsn1Error (found by fuzzing).
+_DECODE_ERRORS = (PyAsn1Error, ValueError, TypeError, IndexError, KeyError, OverflowError,
+                  UnicodeError, RecursionError)
+
+
+def explicit(number: int, schema: base.Asn1Type) -> Any:
+    """`[number] EXPLICIT schema` with a context tag (RFC 4120's module uses EXPLICIT TAGS)."""
+    return schema.subtype(
+        explicitTag=tag.Tag(tag.tagClassContext, tag.tagFormatConstructed, number))
+
+
+def implicit(number: int, schema: base.Asn1Type, constructed: bool = False) -> Any:
+    """`[number] IMPLICIT schema` with a context tag."""
+    fmt = tag.tagFormatConstructed if constructed else tag.tagFormatSimple
+    return schema.subtype(implicitTag=tag.Tag(tag.tagClassContext, fmt, number))
+
+
+def application(number: int) -> tag.TagSet:
+    """The `[APPLICATION number]` explicit tag set of a SEQUENCE (RFC 4120 messages)."""
+    return univ.Sequence.tagSet.tagExplicitly(
+        tag.Tag(tag.tagClassApplication, tag.tagFormatConstructed, number))
+
+
+class KerberosFlags(univ.BitString):
+    """RFC 4120 §5.2.8 KerberosFlags: a BIT STRING sent as 32 bits; Python value is an int."""
+
+
+class KerberosString(char.GeneralString):
+    """RFC 4120 §5.2.1 KerberosString; telekey reads and writes it as UTF-8 (as MIT does)."""
+
+    encoding = "utf-8"
+
+
+class KerberosTime(useful.GeneralizedTime):
+    """RFC 4120 §5.2.3 KerberosTime: GeneralizedTime "YYYYMMDDHHMMSSZ", no fractions."""
+
+
+def snake_case(asn1_name: str) -> str:
+    """The dataclass field name of an ASN.1 component name."""
+    name = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", asn1_name)
+    name = re.sub(r"(?<=[A-Z])([A-Z][a-z])", r"_\1", name)
+    name = name.replace("-", "_").lower()
+    return name + "_" if keyword.iskeyword(name) else name
+
+
+@dataclass(frozen=True, slots=True)
+class _Mapping:
+    cls: type
+    schema: base.Asn1Type
+    is_choice: bool
+    components: tuple[tuple[str, int, Any], ...]  # (field name, position, component schema)
+
+
+_BY_SCHEMA: dict[type, _Mapping] = {}
+_BY_CLASS: dict[type, _Mapping] = {}
+
+
+def asn1_type(schema_cls: type) -> Callable[[type[T]], type[T]]:
+    """Register a frozen dataclass as the Python form of `schema_cls` (a SEQUENCE or CHOICE)."""
+
+    def register(cls: type[T]) -> type[T]:
+        schema = schema_cls()
+        named = schema.componentType
+        components = tuple(
+            (snake_case(named.getNameByPosition(i)), i, named.getTypeByPosition(i))
+            for i in range(len(named)))
+        names = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        expected = [c[0] for c in components]
+        if names != expected:
+            raise TypeError(f"{cls.__name__} fields {names} != {schema_cls.__name__} {expected}")
+        mapping = _Mapping(cls, schema, isinstance(schema, univ.Choice), components)
+        _BY_SCHEMA[schema_cls] = mapping
+        _BY_CLASS[cls] = mapping
+        return cls
+
+    return register
+
+
+def alias_schema(schema_cls: type, cls: type) -> None:
+    """Let `schema_cls` (e.g. AS_REQ, an APPLICATION-tagged KDC_REQ) decode to `cls` too."""
+    _BY_SCHEMA[schema_cls] = _BY_CLASS[cls]
+
+
+# --- pyasn1 -> Python ----------------------------------------------------------------------
+
+
+def parse_kerberos_time(text: str) -> datetime:
+    """Parse the only KerberosTime form DER allows (RFC 4120 §5.2.3)."""
+    if len(text) != 15 or text[-1] != "Z" or not text[:14].isdigit():
+        raise MalformedMessage("BAD_TIME", repr(text))
+    try:
+        return datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]),
+                        int(text[10:12]), int(text[12:14]), tzinfo=UTC)
+    except ValueError as exc:
+        raise MalformedMessage("BAD_TIME", repr(text)) from exc
+
+
+def format_kerberos_time(when: datetime) -> str:
+    """KerberosTime text for an aware datetime (converted to UTC, fractions dropped)."""
+    if when.tzinfo is None:
+        raise TypeError("KerberosTime needs an aware datetime")
+    return when.astimezone(UTC).strftime("%Y%m%d%H%M%SZ")
+
+
+def to_python(obj: Any) -> Any:
+    """Convert a decoded pyasn1 value to its Python form (see the module docstring)."""
+    mapping = _BY_SCHEMA.get(type(obj))
+    if mapping is not None:
+        if mapping.is_choice:
+            position = obj.getComponentPosition()
+            values: dict[str, Any] = {name: None for name, _, _ in mapping.components}
+            name = mapping.components[position][0]
+            values[name] = to_python(obj.getComponentByPosition(position))
+            return mapping.cls(**values)
+        values = {}
+        for name, position, _ in mapping.components:
+            component = obj.getComponentByPosition(position, default=None, instantiate=False)
+            values[name] = None if component is None else to_python(component)
+        return mapping.cls(**values)
+    if isinstance(obj, univ.Integer):
+        return int(obj)
+    if isinstance(obj, useful.GeneralizedTime):
+        return parse_kerberos_time(str(obj))
+    if isinstance(obj, char.AbstractCharacterString):
+        return str(obj)
+    if isinstance(obj, univ.OctetString):
+        return obj.asOctets()
+    if isinstance(obj, KerberosFlags):
+        return int(obj) << (32 - len(obj)) if len(obj) <= 32 else int(obj) >> (len(obj) - 32)
+    if isinstance(obj, univ.BitString):
+        return obj.asOctets()
+    if isinstance(obj, univ.Boolean):
+        return bool(obj)
+    if isinstance(obj, univ.ObjectIdentifier):
+        return str(obj)
+    if isinstance(obj, univ.Any):
+        return obj.asOctets()
+    if isinstance(obj, univ.SequenceOf | univ.SetOf):
+        return tuple(to_python(item) for item in obj)
+    raise TypeError(f"no Python mapping for {type(obj).__name__}")
+
+
+# --- Python -> pyasn1 ----------------------------------------------------------------------
+
+
+def to_asn1(value: Any, schema: Any) -> Any:
+    """Build the pyasn1 value of `value` against `schema` (a schema object carrying its tags)."""
+    mapping = _BY_CLASS.get(type(value))
+    if mapping is not None:
+        obj = schema.clone()
+        for name, position, component_schema in mapping.components:
+            item = getattr(value, name)
+            if item is not None:
+                obj.setComponentByPosition(position, to_asn1(item, component_schema))
+        return obj
+    if isinstance(schema, univ.SequenceOf | univ.SetOf):
+        obj = schema.clone()
+        obj.clear()
+        for position, item in enumerate(value):
+            obj.setComponentByPosition(position, to_asn1(item, schema.componentType))
+        return obj
+    if isinstance(schema, useful.GeneralizedTime):
+        return schema.clone(format_kerberos_time(value))
+    if isinstance(schema, KerberosFlags):
+        return schema.clone(binValue=format(value, "032b"))
+    if isinstance(schema, univ.BitString):
+        return schema.clone(hexValue=value.hex())
+    return schema.clone(value)
+
+
+# --- bytes <-> Python ----------------------------------------------------------------------
+
+
+def encode_der(value: Any, schema: Any) -> bytes:
+    """DER-encode a Python value (a registered dataclass or scalar) against `schema`."""
+    return bytes(der_encoder.encode(to_asn1(value, schema), omitEmptyOptionals=False))
+
+
+def decode_asn1(data: bytes, schema: Any) -> Any:
+    """Strict DER decode to the pyasn1 object; MalformedMessage on any defect."""
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError("decode needs bytes")
+    data = bytes(data)
+    try:
+        obj, rest = der_decoder.decode(data, asn1Spec=schema)
+        if rest:
+            raise MalformedMessage("TRAILING_BYTES", f"{len(rest)} extra bytes")
+        if der_encoder.encode(obj, omitEmptyOptionals=False) != data:
+            raise MalformedMessage("NOT_DER", "re-encoding differs from the input")
+    except _DECODE_ERRORS as exc:
+        raise MalformedMessage("BAD_ASN1", f"{type(exc).__name__}: {exc}"[:200]) from exc
+    return obj
+
+
+def decode_der(data: bytes, schema: Any) -> Any:
+    """Strict DER decode to the Python form; MalformedMessage on any defect."""
+    obj = decode_asn1(data, schema)
+    try:
+        return to_python(obj)
+    except _DECODE_ERRORS as exc:
+        raise MalformedMessage("BAD_VALUE", f"{type(exc).__name__}: {exc}"[:200]) from exc

@@ -1,0 +1,78 @@
+"""RFC 4120 §5.4.1 KDC-REQ (AS-REQ and TGS-REQ) and KDC-REQ-BODY.
+
+Because decoding is strict DER, `encode_kdc_req_body(req.req_body)` is byte-for-byte the body
+that was received: PKINIT's paChecksum (RFC 4556 §3.2.1) can be checked over it.
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from common.codes import MessageType
+from common.messages.asn1 import rfc4120 as asn1
+from common.messages.base import alias_schema, asn1_type, decode_der, encode_der
+from common.messages.header import verify_header
+from common.messages.ticket import Ticket
+from common.messages.types import EncryptedData, HostAddress, PaData, PrincipalName
+
+
+@asn1_type(asn1.KDC_REQ_BODY)
+@dataclass(frozen=True, slots=True)
+class KdcReqBody:
+    kdc_options: int
+    cname: PrincipalName | None
+    realm: str
+    sname: PrincipalName | None
+    from_: datetime | None
+    till: datetime
+    rtime: datetime | None
+    nonce: int
+    etype: tuple[int, ...]
+    addresses: tuple[HostAddress, ...] | None
+    enc_authorization_data: EncryptedData | None
+    additional_tickets: tuple[Ticket, ...] | None
+
+
+@asn1_type(asn1.KDC_REQ)
+@dataclass(frozen=True, slots=True)
+class KdcReq:
+    pvno: int
+    msg_type: int
+    padata: tuple[PaData, ...] | None
+    req_body: KdcReqBody
+
+
+alias_schema(asn1.AS_REQ, KdcReq)
+alias_schema(asn1.TGS_REQ, KdcReq)
+
+_AS_REQ = asn1.AS_REQ()
+_TGS_REQ = asn1.TGS_REQ()
+_BODY = asn1.KDC_REQ_BODY()
+
+
+def decode_as_req(data: bytes) -> KdcReq:
+    req: KdcReq = decode_der(data, _AS_REQ)
+    verify_header(req, MessageType.KRB_AS_REQ)
+    return req
+
+
+def decode_tgs_req(data: bytes) -> KdcReq:
+    req: KdcReq = decode_der(data, _TGS_REQ)
+    verify_header(req, MessageType.KRB_TGS_REQ)
+    return req
+
+
+def encode_as_req(req: KdcReq) -> bytes:
+    return encode_der(req, _AS_REQ)
+
+
+def encode_tgs_req(req: KdcReq) -> bytes:
+    return encode_der(req, _TGS_REQ)
+
+
+def decode_kdc_req_body(data: bytes) -> KdcReqBody:
+    result: KdcReqBody = decode_der(data, _BODY)
+    return result
+
+
+def encode_kdc_req_body(body: KdcReqBody) -> bytes:
+    return encode_der(body, _BODY)
