@@ -19,6 +19,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
+from pyasn1.codec.ber import encoder as ber_encoder
 from pyasn1.codec.der import decoder as der_decoder
 from pyasn1.codec.der import encoder as der_encoder
 from pyasn1.error import PyAsn1Error
@@ -68,7 +69,8 @@ class KerberosTime(useful.GeneralizedTime):
 def snake_case(asn1_name: str) -> str:
     """The dataclass field name of an ASN.1 component name."""
     name = re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", asn1_name)
-    name = re.sub(r"(?<=[A-Z])([A-Z][a-z])", r"_\1", name)
+    # Split an acronym from the word after it ("DHNonce"), not from a plural "s" ("KDFs").
+    name = re.sub(r"(?<=[A-Z])([A-Z](?!s$)[a-z])", r"_\1", name)
     name = name.replace("-", "_").lower()
     return name + "_" if keyword.iskeyword(name) else name
 
@@ -137,7 +139,7 @@ def to_python(obj: Any) -> Any:
     mapping = _BY_SCHEMA.get(type(obj))
     if mapping is not None:
         if mapping.is_choice:
-            position = obj.getComponentPosition()
+            position = obj.componentType.getPositionByName(obj.getName())
             values: dict[str, Any] = {name: None for name, _, _ in mapping.components}
             name = mapping.components[position][0]
             values[name] = to_python(obj.getComponentByPosition(position))
@@ -198,12 +200,48 @@ def to_asn1(value: Any, schema: Any) -> Any:
     return schema.clone(value)
 
 
+# --- the DER encoder ------------------------------------------------------------------------
+
+
+class _SequenceEncoder(ber_encoder.SequenceEncoder):  # type: ignore[misc]
+    """pyasn1's SEQUENCE encoder decides OPTIONAL presence with `isValue`, which is True for an
+    absent SEQUENCE whose components are all OPTIONAL once it has been instantiated (CMS
+    OriginatorInfo), and its DER mode drops present-but-empty OPTIONAL values (an empty SEQUENCE
+    OF). X.690 wants neither: a component is encoded exactly when it is present."""
+
+    def encodeValue(self, value: Any, asn1Spec: Any, encodeFun: Any,
+                    **options: Any) -> tuple[bytes, bool, bool]:
+        if asn1Spec is not None:
+            return super().encodeValue(value, asn1Spec, encodeFun, **options)  # type: ignore[no-any-return]
+        substrate = b""
+        for position, named_type in enumerate(value.componentType.namedTypes):
+            component = value.getComponentByPosition(position, default=None, instantiate=False)
+            if component is None:
+                if named_type.isOptional or named_type.isDefaulted:
+                    continue
+                raise PyAsn1Error(f"required component {named_type.name} is missing")
+            substrate += encodeFun(component, asn1Spec, **options)
+        return substrate, True, True
+
+
+class _SingleItemEncoder(der_encoder.SingleItemEncoder):  # type: ignore[misc]
+    TAG_MAP = {**der_encoder.TAG_MAP, univ.Sequence.tagSet: _SequenceEncoder()}
+    TYPE_MAP = {**der_encoder.TYPE_MAP, univ.Sequence.typeId: _SequenceEncoder()}
+
+
+class _Encoder(der_encoder.Encoder):  # type: ignore[misc]
+    SINGLE_ITEM_ENCODER = _SingleItemEncoder
+
+
+_encode = _Encoder()
+
+
 # --- bytes <-> Python ----------------------------------------------------------------------
 
 
 def encode_der(value: Any, schema: Any) -> bytes:
     """DER-encode a Python value (a registered dataclass or scalar) against `schema`."""
-    return bytes(der_encoder.encode(to_asn1(value, schema), omitEmptyOptionals=False))
+    return bytes(_encode(to_asn1(value, schema)))
 
 
 def decode_asn1(data: bytes, schema: Any) -> Any:
@@ -215,7 +253,7 @@ def decode_asn1(data: bytes, schema: Any) -> Any:
         obj, rest = der_decoder.decode(data, asn1Spec=schema)
         if rest:
             raise MalformedMessage("TRAILING_BYTES", f"{len(rest)} extra bytes")
-        if der_encoder.encode(obj, omitEmptyOptionals=False) != data:
+        if _encode(obj) != data:
             raise MalformedMessage("NOT_DER", "re-encoding differs from the input")
     except _DECODE_ERRORS as exc:
         raise MalformedMessage("BAD_ASN1", f"{type(exc).__name__}: {exc}"[:200]) from exc

@@ -1,0 +1,229 @@
+"""PKINIT messages: RFC 4556 §3.2 (PA-PK-AS-REQ, AuthPack, PKAuthenticator, PA-PK-AS-REP,
+DHRepInfo, KDCDHKeyInfo, ReplyKeyPack, KRB5PrincipalName, TD-DH-PARAMETERS), RFC 5349 (ECDH: same
+types), RFC 8070 (freshnessToken, PA-AS-FRESHNESS), RFC 8636 (KDFs, OtherInfo) and MS-PKCA
+paChecksum2."""
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from common.messages.asn1 import rfc4556 as asn1
+from common.messages.base import asn1_type, decode_der, encode_der
+from common.messages.cms import AlgorithmIdentifier
+from common.messages.types import Checksum, EncryptionKey, PrincipalName
+
+ID_PKINIT = "1.3.6.1.5.2.3"
+ID_PKINIT_AUTH_DATA = "1.3.6.1.5.2.3.1"
+ID_PKINIT_DHKEY_DATA = "1.3.6.1.5.2.3.2"
+ID_PKINIT_RKEY_DATA = "1.3.6.1.5.2.3.3"
+ID_PKINIT_KP_CLIENT_AUTH = "1.3.6.1.5.2.3.4"
+ID_PKINIT_KP_KDC = "1.3.6.1.5.2.3.5"
+ID_PKINIT_KDF_SHA1 = "1.3.6.1.5.2.3.6.1"
+ID_PKINIT_KDF_SHA256 = "1.3.6.1.5.2.3.6.2"
+ID_PKINIT_KDF_SHA512 = "1.3.6.1.5.2.3.6.3"
+ID_PKINIT_KDF_SHA384 = "1.3.6.1.5.2.3.6.4"
+ID_PKINIT_SAN = "1.3.6.1.5.2.2"
+ID_MS_SC_LOGON = "1.3.6.1.4.1.311.20.2.2"
+DH_PUBLIC_NUMBER = "1.2.840.10046.2.1"
+ID_EC_PUBLIC_KEY = "1.2.840.10045.2.1"
+
+
+@asn1_type(asn1.ExternalPrincipalIdentifier)
+@dataclass(frozen=True, slots=True)
+class ExternalPrincipalIdentifier:
+    subject_name: bytes | None
+    issuer_and_serial_number: bytes | None
+    subject_key_identifier: bytes | None
+
+
+@asn1_type(asn1.PA_PK_AS_REQ)
+@dataclass(frozen=True, slots=True)
+class PaPkAsReq:
+    signed_auth_pack: bytes  # DER ContentInfo(SignedData(AuthPack))
+    trusted_certifiers: tuple[ExternalPrincipalIdentifier, ...] | None
+    kdc_pk_id: bytes | None
+
+
+@asn1_type(asn1.PAChecksum2)
+@dataclass(frozen=True, slots=True)
+class PaChecksum2:
+    checksum: bytes
+    algorithm_identifier: AlgorithmIdentifier
+
+
+@asn1_type(asn1.PKAuthenticator)
+@dataclass(frozen=True, slots=True)
+class PkAuthenticator:
+    cusec: int
+    ctime: datetime
+    nonce: int
+    pa_checksum: bytes | None
+    freshness_token: bytes | None
+    pa_checksum2: PaChecksum2 | None
+
+
+@asn1_type(asn1.KDFAlgorithmId)
+@dataclass(frozen=True, slots=True)
+class KdfAlgorithmId:
+    kdf_id: str
+
+
+@asn1_type(asn1.AuthPack)
+@dataclass(frozen=True, slots=True)
+class AuthPack:
+    pk_authenticator: PkAuthenticator
+    client_public_value: bytes | None  # DER SubjectPublicKeyInfo; absent => RSA key transport
+    supported_cms_types: tuple[AlgorithmIdentifier, ...] | None
+    client_dh_nonce: bytes | None
+    supported_kdfs: tuple[KdfAlgorithmId, ...] | None
+
+
+@asn1_type(asn1.DHRepInfo)
+@dataclass(frozen=True, slots=True)
+class DhRepInfo:
+    dh_signed_data: bytes  # DER ContentInfo(SignedData(KDCDHKeyInfo))
+    server_dh_nonce: bytes | None
+    kdf: KdfAlgorithmId | None
+
+
+@asn1_type(asn1.PA_PK_AS_REP)
+@dataclass(frozen=True, slots=True)
+class PaPkAsRep:
+    """CHOICE: exactly one of dh_info and enc_key_pack is set."""
+
+    dh_info: DhRepInfo | None
+    enc_key_pack: bytes | None  # DER ContentInfo(EnvelopedData(SignedData(ReplyKeyPack)))
+
+
+@asn1_type(asn1.KDCDHKeyInfo)
+@dataclass(frozen=True, slots=True)
+class KdcDhKeyInfo:
+    subject_public_key: bytes  # DH: DER INTEGER y; ECDH: the ECPoint
+    nonce: int
+    dh_key_expiration: datetime | None
+
+
+@asn1_type(asn1.ReplyKeyPack)
+@dataclass(frozen=True, slots=True)
+class ReplyKeyPack:
+    reply_key: EncryptionKey
+    as_checksum: Checksum
+
+
+@asn1_type(asn1.KRB5PrincipalName)
+@dataclass(frozen=True, slots=True)
+class Krb5PrincipalName:
+    realm: str
+    principal_name: PrincipalName
+
+
+@asn1_type(asn1.OtherInfo)
+@dataclass(frozen=True, slots=True)
+class OtherInfo:
+    algorithm_id: AlgorithmIdentifier
+    party_u_info: bytes
+    party_v_info: bytes
+    supp_pub_info: bytes | None
+    supp_priv_info: bytes | None
+
+
+@asn1_type(asn1.PkinitSuppPubInfo)
+@dataclass(frozen=True, slots=True)
+class PkinitSuppPubInfo:
+    enctype: int
+    as_req: bytes
+    pk_as_rep: bytes
+
+
+_PA_PK_AS_REQ = asn1.PA_PK_AS_REQ()
+_AUTH_PACK = asn1.AuthPack()
+_PA_PK_AS_REP = asn1.PA_PK_AS_REP()
+_KDC_DH_KEY_INFO = asn1.KDCDHKeyInfo()
+_REPLY_KEY_PACK = asn1.ReplyKeyPack()
+_KRB5_PRINCIPAL_NAME = asn1.KRB5PrincipalName()
+_TD_DH_PARAMETERS = asn1.TD_DH_PARAMETERS()
+_TD_TRUSTED_CERTIFIERS = asn1.TD_TRUSTED_CERTIFIERS()
+_OTHER_INFO = asn1.OtherInfo()
+_SUPP_PUB_INFO = asn1.PkinitSuppPubInfo()
+
+
+def decode_pa_pk_as_req(data: bytes) -> PaPkAsReq:
+    result: PaPkAsReq = decode_der(data, _PA_PK_AS_REQ)
+    return result
+
+
+def encode_pa_pk_as_req(value: PaPkAsReq) -> bytes:
+    return encode_der(value, _PA_PK_AS_REQ)
+
+
+def decode_auth_pack(data: bytes) -> AuthPack:
+    result: AuthPack = decode_der(data, _AUTH_PACK)
+    return result
+
+
+def encode_auth_pack(value: AuthPack) -> bytes:
+    return encode_der(value, _AUTH_PACK)
+
+
+def decode_pa_pk_as_rep(data: bytes) -> PaPkAsRep:
+    result: PaPkAsRep = decode_der(data, _PA_PK_AS_REP)
+    return result
+
+
+def encode_pa_pk_as_rep(value: PaPkAsRep) -> bytes:
+    if (value.dh_info is None) == (value.enc_key_pack is None):
+        raise ValueError("PA-PK-AS-REP is a CHOICE: set exactly one of dh_info, enc_key_pack")
+    return encode_der(value, _PA_PK_AS_REP)
+
+
+def decode_kdc_dh_key_info(data: bytes) -> KdcDhKeyInfo:
+    result: KdcDhKeyInfo = decode_der(data, _KDC_DH_KEY_INFO)
+    return result
+
+
+def encode_kdc_dh_key_info(value: KdcDhKeyInfo) -> bytes:
+    return encode_der(value, _KDC_DH_KEY_INFO)
+
+
+def decode_reply_key_pack(data: bytes) -> ReplyKeyPack:
+    result: ReplyKeyPack = decode_der(data, _REPLY_KEY_PACK)
+    return result
+
+
+def encode_reply_key_pack(value: ReplyKeyPack) -> bytes:
+    return encode_der(value, _REPLY_KEY_PACK)
+
+
+def decode_krb5_principal_name(data: bytes) -> Krb5PrincipalName:
+    """The id-pkinit-san otherName value (RFC 4556 §3.2.2)."""
+    result: Krb5PrincipalName = decode_der(data, _KRB5_PRINCIPAL_NAME)
+    return result
+
+
+def encode_krb5_principal_name(value: Krb5PrincipalName) -> bytes:
+    return encode_der(value, _KRB5_PRINCIPAL_NAME)
+
+
+def decode_td_dh_parameters(data: bytes) -> tuple[AlgorithmIdentifier, ...]:
+    result: tuple[AlgorithmIdentifier, ...] = decode_der(data, _TD_DH_PARAMETERS)
+    return result
+
+
+def encode_td_dh_parameters(value: tuple[AlgorithmIdentifier, ...]) -> bytes:
+    return encode_der(value, _TD_DH_PARAMETERS)
+
+
+def decode_td_trusted_certifiers(data: bytes) -> tuple[ExternalPrincipalIdentifier, ...]:
+    result: tuple[ExternalPrincipalIdentifier, ...] = decode_der(data, _TD_TRUSTED_CERTIFIERS)
+    return result
+
+
+def encode_other_info(kdf_oid: str, client: Krb5PrincipalName, kdc: Krb5PrincipalName,
+                      enctype: int, as_req: bytes, pk_as_rep: bytes) -> bytes:
+    """The DER OtherInfo hashed by the RFC 8636 §3 KDF.
+
+    `as_req` is the DER AS-REQ as received and `pk_as_rep` the DER PA-PK-AS-REP as sent.
+    """
+    supp = encode_der(PkinitSuppPubInfo(enctype, as_req, pk_as_rep), _SUPP_PUB_INFO)
+    info = OtherInfo(AlgorithmIdentifier(kdf_oid, None), encode_krb5_principal_name(client),
+                     encode_krb5_principal_name(kdc), supp, None)
+    return encode_der(info, _OTHER_INFO)
