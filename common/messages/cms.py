@@ -25,6 +25,26 @@ class AlgorithmIdentifier:
     parameters: bytes | None  # DER of the parameters, when present
 
 
+@asn1_type(rfc5280.SubjectPublicKeyInfo)
+@dataclass(frozen=True, slots=True)
+class SubjectPublicKeyInfo:
+    algorithm: AlgorithmIdentifier
+    subject_public_key: bytes
+
+
+_SPKI = rfc5280.SubjectPublicKeyInfo()
+
+
+def encode_spki(spki: SubjectPublicKeyInfo) -> bytes:
+    """DER SubjectPublicKeyInfo, as pyca/cryptography's load_der_public_key takes it."""
+    return encode_der(spki, _SPKI)
+
+
+def decode_spki(data: bytes) -> SubjectPublicKeyInfo:
+    result: SubjectPublicKeyInfo = decode_der(data, _SPKI)
+    return result
+
+
 @asn1_type(asn1.ContentInfo)
 @dataclass(frozen=True, slots=True)
 class ContentInfo:

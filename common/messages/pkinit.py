@@ -8,7 +8,7 @@ from datetime import datetime
 
 from common.messages.asn1 import rfc4556 as asn1
 from common.messages.base import asn1_type, decode_der, encode_der
-from common.messages.cms import AlgorithmIdentifier
+from common.messages.cms import AlgorithmIdentifier, SubjectPublicKeyInfo
 from common.messages.types import Checksum, EncryptionKey, PrincipalName
 
 ID_PKINIT = "1.3.6.1.5.2.3"
@@ -71,7 +71,7 @@ class KdfAlgorithmId:
 @dataclass(frozen=True, slots=True)
 class AuthPack:
     pk_authenticator: PkAuthenticator
-    client_public_value: bytes | None  # DER SubjectPublicKeyInfo; absent => RSA key transport
+    client_public_value: SubjectPublicKeyInfo | None  # absent => RSA key transport
     supported_cms_types: tuple[AlgorithmIdentifier, ...] | None
     client_dh_nonce: bytes | None
     supported_kdfs: tuple[KdfAlgorithmId, ...] | None

@@ -3,7 +3,7 @@ PkinitSuppPubInfo), RFC 8070 (freshnessToken) and MS-PKCA paChecksum2. RFC 5349 
 types: it reuses SubjectPublicKeyInfo and KDCDHKeyInfo.subjectPublicKey."""
 
 from pyasn1.type import namedtype, univ
-from pyasn1_modules.rfc5280 import AlgorithmIdentifier
+from pyasn1_modules.rfc5280 import AlgorithmIdentifier, SubjectPublicKeyInfo
 
 from common.messages.asn1.rfc4120 import Checksum, EncryptionKey, Int32, PrincipalName, Realm
 from common.messages.base import KerberosTime, implicit
@@ -59,7 +59,8 @@ class KDFAlgorithmId(univ.Sequence):
 class AuthPack(univ.Sequence):
     componentType = namedtype.NamedTypes(
         NT("pkAuthenticator", x(0, PKAuthenticator())),
-        OPT("clientPublicValue", x(1, univ.Any())),  # SubjectPublicKeyInfo, kept as DER
+        # Not an ANY: pyasn1 lets an explicitly tagged OPTIONAL ANY swallow the next component.
+        OPT("clientPublicValue", x(1, SubjectPublicKeyInfo())),
         OPT("supportedCMSTypes", x(2, univ.SequenceOf(componentType=AlgorithmIdentifier()))),
         OPT("clientDHNonce", x(3, DHNonce())),
         OPT("supportedKDFs", x(4, univ.SequenceOf(componentType=KDFAlgorithmId()))),
