@@ -1,0 +1,89 @@
+"""Decoders accept only DER: BER variants, trailing bytes and wrong message types are rejected
+with MalformedMessage; what is accepted re-encodes to the same bytes."""
+
+from datetime import UTC, datetime
+
+import pytest
+
+from common.codes import MessageType
+from common.errors import MalformedMessage
+from common.messages.ap_rep import ApRep, decode_ap_rep, encode_ap_rep
+from common.messages.base import snake_case
+from common.messages.kdc_req import decode_as_req, decode_tgs_req
+from common.messages.krb_error import decode_krb_error
+from common.messages.padata import (
+    PaEncTsEnc,
+    decode_authorization_data,
+    decode_pa_enc_ts_enc,
+    encode_authorization_data,
+    encode_pa_enc_ts_enc,
+    flatten_authorization_data,
+    wrap_if_relevant,
+)
+from common.messages.types import AuthorizationDataEntry, EncryptedData
+from tests.conftest import MIT_FIXTURES
+
+AP_REP = ApRep(5, int(MessageType.KRB_AP_REP), EncryptedData(18, None, b"\x01" * 40))
+
+
+def test_minimal_round_trip():
+    data = encode_ap_rep(AP_REP)
+    assert decode_ap_rep(data) == AP_REP
+
+
+def test_trailing_bytes_rejected():
+    with pytest.raises(MalformedMessage) as err:
+        decode_ap_rep(encode_ap_rep(AP_REP) + b"\x00")
+    assert err.value.status == "TRAILING_BYTES"
+
+
+def test_non_minimal_length_rejected():
+    data = encode_ap_rep(AP_REP)
+    assert data[1] < 0x80
+    ber = data[:1] + b"\x81" + data[1:]  # same value, long-form length: valid BER, not DER
+    with pytest.raises(MalformedMessage) as err:
+        decode_ap_rep(ber)
+    assert err.value.status in ("NOT_DER", "BAD_ASN1")
+
+
+def test_indefinite_length_rejected():
+    data = encode_ap_rep(AP_REP)
+    ber = data[:1] + b"\x80" + data[2:] + b"\x00\x00"
+    with pytest.raises(MalformedMessage):
+        decode_ap_rep(ber)
+
+
+def test_wrong_message_type_rejected():
+    as_req = (MIT_FIXTURES / "asreq_pkinit_dh.der").read_bytes()
+    with pytest.raises(MalformedMessage):
+        decode_tgs_req(as_req)
+    with pytest.raises(MalformedMessage):
+        decode_krb_error(as_req)
+    assert decode_as_req(as_req).msg_type == MessageType.KRB_AS_REQ
+
+
+def test_kerberos_time_with_fraction_rejected():
+    good = encode_pa_enc_ts_enc(PaEncTsEnc(datetime(2026, 12, 1, tzinfo=UTC), 5))
+    assert b"20261201000000Z" in good
+    bad = good.replace(b"\x18\x0f20261201000000Z", b"\x18\x1120261201000000.5Z")
+    bad = bytes([bad[0], bad[1] + 2, bad[2], bad[3] + 2]) + bad[4:]
+    with pytest.raises(MalformedMessage):
+        decode_pa_enc_ts_enc(bad)
+
+
+def test_if_relevant_nesting():
+    inner = (AuthorizationDataEntry(-42, b"unprovisioned"), AuthorizationDataEntry(7, b"x"))
+    outer = (wrap_if_relevant(inner), AuthorizationDataEntry(9, b"y"))
+    data = encode_authorization_data(outer)
+    assert decode_authorization_data(data) == outer
+    assert flatten_authorization_data(outer) == (*inner, AuthorizationDataEntry(9, b"y"))
+
+
+@pytest.mark.parametrize("asn1,field", [
+    ("kdc-options", "kdc_options"), ("from", "from_"), ("clientDHNonce", "client_dh_nonce"),
+    ("supportedCMSTypes", "supported_cms_types"), ("supportedKDFs", "supported_kdfs"),
+    ("as-REQ", "as_req"), ("paChecksum2", "pa_checksum2"), ("dhKeyExpiration",
+                                                            "dh_key_expiration"),
+])
+def test_field_names(asn1, field):
+    assert snake_case(asn1) == field
