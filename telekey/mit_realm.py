@@ -1,5 +1,6 @@
-"""A throwaway MIT Kerberos realm on loopback for interop tests: krb5.conf/kdc.conf in a temp
-directory (never /etc/krb5.conf), a database made with kdb5_util, krb5kdc on a free port."""
+"""A throwaway MIT Kerberos realm on loopback, for interop tests and `telekey lab`: krb5.conf and
+kdc.conf in a private directory (never /etc/krb5.conf), a database made with kdb5_util, and
+krb5kdc on a free port. MIT's tools are the independent peer that judges our wire formats."""
 
 import os
 import shutil
@@ -13,10 +14,11 @@ REALM = "INTEROP.TEST"
 
 
 def require_tool(name: str) -> str:
-    """The tool's path; a missing MIT tool is a failure, not a skip (`make test` installs them)."""
+    """The tool's path; a missing MIT tool is an error, not a skip (`make` installs them)."""
     path = shutil.which(name) or next(
         (p for p in (f"/usr/sbin/{name}", f"/usr/bin/{name}") if os.path.exists(p)), None)
-    assert path, f"{name} not found: install krb5-user/krb5-kdc (make test does)"
+    if path is None:
+        raise RuntimeError(f"{name} not found: install krb5-user and krb5-kdc (make does)")
     return path
 
 
@@ -36,7 +38,8 @@ class MitRealm:
     def run(self, *args: str, stdin: str | None = None) -> str:
         result = subprocess.run(args, input=stdin, capture_output=True, text=True, env=self.env,
                                 timeout=30, check=False)
-        assert result.returncode == 0, f"{args}: {result.stdout}{result.stderr}"
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(args)} failed: {result.stdout}{result.stderr}")
         return result.stdout
 
     def stop(self) -> None:
@@ -76,7 +79,8 @@ def start_mit_realm(directory: Path) -> MitRealm:
         f"[logging]\n kdc = FILE:{directory}/kdc.log\n")
     realm = MitRealm(directory, port, env)
     realm.run(require_tool("kdb5_util"), "create", "-s", "-r", REALM, "-P", "master-password")
-    realm.run(require_tool("kadmin.local"), "-r", REALM, "-q", "addprinc +requires_preauth -pw secret phone1")
+    realm.run(require_tool("kadmin.local"), "-r", REALM, "-q",
+              "addprinc +requires_preauth -pw secret phone1")
     realm.kdc = subprocess.Popen([require_tool("krb5kdc"), "-n", "-r", REALM], env=env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 15
@@ -86,4 +90,4 @@ def start_mit_realm(directory: Path) -> MitRealm:
                 return realm
         time.sleep(0.05)
     realm.stop()
-    raise AssertionError("krb5kdc did not start listening")
+    raise RuntimeError("krb5kdc did not start listening")

@@ -1,0 +1,1 @@
+"""Kerberos KDC: PKINIT over TCP and UDP, tickets for signaling controllers."""

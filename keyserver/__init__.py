@@ -1,0 +1,1 @@
+"""Enterprise key server: seed-derived device keys over HTTPS and mutual TLS."""

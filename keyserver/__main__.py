@@ -1,0 +1,5 @@
+"""`python -m keyserver` is `telekey keyserver`."""
+
+from keyserver.cli import app
+
+app(prog_name="keyserver")

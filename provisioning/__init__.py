@@ -1,0 +1,1 @@
+"""Provisioning CA, customer and billing records, device lifecycle."""

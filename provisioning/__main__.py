@@ -1,0 +1,5 @@
+"""`python -m provisioning` is `telekey provisioning`."""
+
+from provisioning.cli import app
+
+app(prog_name="provisioning")

@@ -1,0 +1,1 @@
+"""Signaling controller: AP-REQ/AP-REP key management, ESP-protected signaling."""

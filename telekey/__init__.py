@@ -1,0 +1,1 @@
+"""The `telekey` command: one typer app whose subcommands each package contributes."""

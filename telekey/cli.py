@@ -1,0 +1,51 @@
+"""The `telekey` command. Each package contributes its own subcommand group."""
+
+from pathlib import Path
+
+import typer
+
+from common.errors import KerberosError
+from common.keytab import decode_keytab
+
+app = typer.Typer(help="telekey: key management and secure signaling for IP telephony.",
+                  no_args_is_help=True)
+
+
+def _add_groups() -> None:
+    from cta.cli import app as cta
+    from kdc.cli import app as kdc
+    from keyserver.cli import app as keyserver
+    from provisioning.cli import app as provisioning
+    from sigctl.cli import app as sigctl
+
+    for name, group in (("kdc", kdc), ("sigctl", sigctl), ("cta", cta),
+                        ("keyserver", keyserver), ("provisioning", provisioning)):
+        app.add_typer(group, name=name)
+
+
+_add_groups()
+
+
+@app.command()
+def lab(workdir: Path = typer.Option(None, help="Keep the lab's files here.")) -> None:
+    """Run the system end to end on loopback and print what happened."""
+    from telekey.lab import run_lab
+
+    run_lab(workdir)
+
+
+@app.command()
+def decode(path: Path = typer.Argument(..., exists=True, dir_okay=False),
+           keytab: Path = typer.Option(None, "--keytab", "-K", exists=True,
+                                       help="Decrypt tickets with the keys in this keytab.")
+           ) -> None:
+    """Show a Kerberos message (DER), a keytab or a credential cache."""
+    from telekey.inspect import describe
+
+    try:
+        keys = decode_keytab(keytab.read_bytes()) if keytab else None
+        for line in describe(path, keys):
+            typer.echo(line)
+    except KerberosError as exc:
+        typer.echo(f"{path}: {exc.status}: {exc.detail}", err=True)
+        raise typer.Exit(1) from exc

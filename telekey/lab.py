@@ -1,0 +1,84 @@
+"""`telekey lab`: run what exists of telekey end to end on loopback and say what happened.
+
+Today that is the foundation (issue #2) against a real MIT Kerberos realm on 127.0.0.1:
+telekey derives keys and writes a keytab that MIT's klist lists and MIT's kinit uses to log in
+to MIT's krb5kdc; telekey reads the credential cache kinit wrote, decrypts the TGT inside it
+with the krbtgt key MIT's kadmin exported, writes its own credential cache, and MIT's klist
+lists that. Later issues grow this into the full scenario (KDC, controller, devices, calls).
+"""
+
+import tempfile
+import time
+from pathlib import Path
+
+import typer
+
+from common.ccache import CredentialCache, decode_ccache, encode_ccache
+from common.codes import KeyUsage, NameType
+from common.crypto import Key
+from common.keytab import KeytabEntry, decode_keytab, encode_keytab, find_key
+from common.messages.ticket import decode_enc_ticket_part, decode_ticket
+from telekey.mit_realm import REALM, require_tool, start_mit_realm
+
+
+def step(text: str) -> None:
+    typer.secho(f"==> {text}", bold=True)
+
+
+def show(output: str) -> None:
+    for line in output.strip().splitlines():
+        typer.echo(f"    {line}")
+
+
+def run_lab(workdir: Path | None = None) -> None:
+    started = time.monotonic()
+    directory = Path(workdir or tempfile.mkdtemp(prefix="telekey-lab-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    step(f"MIT Kerberos realm {REALM} on loopback (working files in {directory})")
+    realm = start_mit_realm(directory)
+    try:
+        typer.echo(f"    krb5kdc listening on 127.0.0.1:{realm.port} (tcp+udp)")
+
+        step("telekey derives phone1's keys from its password and writes a keytab")
+        salt = f"{REALM}phone1".encode()
+        entries = [KeytabEntry(REALM, ("phone1",), NameType.NT_PRINCIPAL, int(time.time()), 1,
+                               enctype, Key.from_string(enctype, b"secret", salt).data)
+                   for enctype in (20, 18)]
+        ours = directory / "phone1.keytab"
+        ours.write_bytes(encode_keytab(entries))
+        show(realm.run(require_tool("klist"), "-k", "-t", "-e", str(ours)))
+
+        step("MIT kinit logs in to MIT krb5kdc with telekey's keytab")
+        realm.run(require_tool("kinit"), "-k", "-t", str(ours), f"phone1@{REALM}")
+        show(realm.run(require_tool("klist"), "-e"))
+
+        step("telekey reads MIT's credential cache and decrypts the TGT with the krbtgt key")
+        krbtgt_keytab = directory / "krbtgt.keytab"
+        realm.run(require_tool("kadmin.local"), "-r", REALM, "-q",
+                  f"ktadd -norandkey -k {krbtgt_keytab} krbtgt/{REALM}")
+        cache = decode_ccache((directory / "ccache").read_bytes())
+        tgt = next(c for c in cache.credentials if not c.is_config)
+        ticket = decode_ticket(tgt.ticket)
+        service = find_key(decode_keytab(krbtgt_keytab.read_bytes()), f"krbtgt/{REALM}@{REALM}",
+                           ticket.enc_part.etype, ticket.enc_part.kvno)
+        if service is None:
+            raise RuntimeError("kadmin exported no krbtgt key for the TGT's enctype")
+        part = decode_enc_ticket_part(Key(service.enctype, service.key).decrypt(
+            KeyUsage.KDC_REP_TICKET, ticket.enc_part.cipher))
+        same_key = part.key.keyvalue == tgt.key
+        typer.echo(f"    ticket for {ticket.sname}@{ticket.realm}, enctype {ticket.enc_part.etype}"
+                   f", client {part.cname}@{part.crealm}, flags {part.flags:#010x}")
+        typer.echo(f"    valid {part.authtime:%Y-%m-%d %H:%M:%S} .. {part.endtime:%Y-%m-%d %H:%M:%S} UTC; "
+                   f"session key in ticket {'matches' if same_key else 'DIFFERS FROM'} the cache")
+        if not same_key:
+            raise RuntimeError("session key mismatch")
+
+        step("telekey writes its own credential cache; MIT klist lists it")
+        copy = directory / "telekey.ccache"
+        copy.write_bytes(encode_ccache(CredentialCache(cache.default_principal, (tgt,),
+                                                       kdc_offset=(0, 0))))
+        show(realm.run(require_tool("klist"), "-e", "-f", "-c", f"FILE:{copy}"))
+    finally:
+        realm.stop()
+    step(f"lab finished in {time.monotonic() - started:.1f} s: foundation interoperates with "
+         "MIT Kerberos 1.20 (KDC, controller and devices arrive with issues #3-#6)")

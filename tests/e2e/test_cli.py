@@ -1,0 +1,52 @@
+"""The `telekey` command as a user runs it: `telekey lab` end to end against a live MIT realm,
+`telekey decode` on MIT's bytes, and each service's `python -m <package>`."""
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import MIT_FIXTURES
+
+pytestmark = pytest.mark.e2e
+
+
+def telekey(*args, check=True):
+    result = subprocess.run([sys.executable, "-m", "telekey", *args], capture_output=True,
+                            text=True, timeout=120, check=False)
+    if check:
+        assert result.returncode == 0, result.stdout + result.stderr
+    return result
+
+
+def test_lab_runs_end_to_end(tmp_path):
+    out = telekey("lab", "--workdir", str(tmp_path)).stdout
+    assert "MIT kinit logs in to MIT krb5kdc with telekey's keytab" in out
+    assert "session key in ticket matches the cache" in out
+    assert out.count("krbtgt/INTEROP.TEST@INTEROP.TEST") >= 3
+    assert "lab finished" in out
+    assert (tmp_path / "telekey.ccache").exists()
+
+
+def test_decode_shows_and_decrypts_ticket():
+    out = telekey("decode", str(MIT_FIXTURES / "apreq_sc1.der"), "-K",
+                  str(MIT_FIXTURES / "sigctl-sc1.keytab")).stdout
+    assert "decrypted ticket for sigctl/sc1.example.test@EXAMPLE.TEST" in out
+    assert "name_string: ('phone1',)" in out
+    assert "<32 secret bytes>" in out
+    assert "059cc2a0" not in out  # the session key is never printed
+
+
+def test_decode_rejects_garbage_cleanly(tmp_path):
+    bad = tmp_path / "bad.der"
+    bad.write_bytes(b"\x6e\x03\x01\x02")
+    result = telekey("decode", str(bad), check=False)
+    assert result.returncode == 1
+    assert "BAD_ASN1" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("package", ["kdc", "sigctl", "cta", "keyserver", "provisioning"])
+def test_each_package_runs_as_module(package):
+    result = subprocess.run([sys.executable, "-m", package, "status"], capture_output=True,
+                            text=True, timeout=60, check=False)
+    assert result.returncode == 0 and package in result.stdout
