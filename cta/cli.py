@@ -2,7 +2,16 @@
 
 import typer
 
-app = typer.Typer(help="Device agent: keys in a PKCS#11 token, PKINIT and AP clients, SRTP calls. (Not built yet: issue #4.)", no_args_is_help=True)
+HELP = (
+    "Device agent: keys in a PKCS#11 token, PKINIT and AP clients, SRTP calls."
+    " (Not built yet: issue #4.)"
+)
+app = typer.Typer(help=HELP, no_args_is_help=True)
+
+
+@app.callback()
+def main() -> None:
+    """Keep `status` a named subcommand (typer collapses single-command apps)."""
 
 
 @app.command()

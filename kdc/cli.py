@@ -2,7 +2,16 @@
 
 import typer
 
-app = typer.Typer(help="Kerberos KDC: PKINIT over TCP and UDP, tickets for signaling controllers. (Not built yet: issue #3.)", no_args_is_help=True)
+HELP = (
+    "Kerberos KDC: PKINIT over TCP and UDP, tickets for signaling controllers."
+    " (Not built yet: issue #3.)"
+)
+app = typer.Typer(help=HELP, no_args_is_help=True)
+
+
+@app.callback()
+def main() -> None:
+    """Keep `status` a named subcommand (typer collapses single-command apps)."""
 
 
 @app.command()

@@ -2,7 +2,16 @@
 
 import typer
 
-app = typer.Typer(help="Enterprise key server: seed-derived device keys over HTTPS and mutual TLS. (Not built yet: issue #6.)", no_args_is_help=True)
+HELP = (
+    "Enterprise key server: seed-derived device keys over HTTPS and mutual TLS."
+    " (Not built yet: issue #6.)"
+)
+app = typer.Typer(help=HELP, no_args_is_help=True)
+
+
+@app.callback()
+def main() -> None:
+    """Keep `status` a named subcommand (typer collapses single-command apps)."""
 
 
 @app.command()

@@ -2,7 +2,16 @@
 
 import typer
 
-app = typer.Typer(help="Signaling controller: AP-REQ/AP-REP key management, ESP-protected signaling. (Not built yet: issue #5.)", no_args_is_help=True)
+HELP = (
+    "Signaling controller: AP-REQ/AP-REP key management, ESP-protected signaling."
+    " (Not built yet: issue #5.)"
+)
+app = typer.Typer(help=HELP, no_args_is_help=True)
+
+
+@app.callback()
+def main() -> None:
+    """Keep `status` a named subcommand (typer collapses single-command apps)."""
 
 
 @app.command()

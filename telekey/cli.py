@@ -1,6 +1,7 @@
 """The `telekey` command. Each package contributes its own subcommand group."""
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
@@ -27,7 +28,8 @@ _add_groups()
 
 
 @app.command()
-def lab(workdir: Path = typer.Option(None, help="Keep the lab's files here.")) -> None:
+def lab(workdir: Annotated[Path | None, typer.Option(help="Keep the lab's files here.")] = None
+        ) -> None:
     """Run the system end to end on loopback and print what happened."""
     from telekey.lab import run_lab
 
@@ -35,10 +37,11 @@ def lab(workdir: Path = typer.Option(None, help="Keep the lab's files here.")) -
 
 
 @app.command()
-def decode(path: Path = typer.Argument(..., exists=True, dir_okay=False),
-           keytab: Path = typer.Option(None, "--keytab", "-K", exists=True,
-                                       help="Decrypt tickets with the keys in this keytab.")
-           ) -> None:
+def decode(
+    path: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    keytab: Annotated[Path | None, typer.Option(
+        "--keytab", "-K", exists=True, help="Decrypt tickets with this keytab's keys.")] = None,
+) -> None:
     """Show a Kerberos message (DER), a keytab or a credential cache."""
     from telekey.inspect import describe
 

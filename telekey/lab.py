@@ -68,8 +68,9 @@ def run_lab(workdir: Path | None = None) -> None:
         same_key = part.key.keyvalue == tgt.key
         typer.echo(f"    ticket for {ticket.sname}@{ticket.realm}, enctype {ticket.enc_part.etype}"
                    f", client {part.cname}@{part.crealm}, flags {part.flags:#010x}")
-        typer.echo(f"    valid {part.authtime:%Y-%m-%d %H:%M:%S} .. {part.endtime:%Y-%m-%d %H:%M:%S} UTC; "
-                   f"session key in ticket {'matches' if same_key else 'DIFFERS FROM'} the cache")
+        window = f"{part.authtime:%Y-%m-%d %H:%M:%S} .. {part.endtime:%Y-%m-%d %H:%M:%S}"
+        verdict = "matches" if same_key else "DIFFERS FROM"
+        typer.echo(f"    valid {window} UTC; session key in ticket {verdict} the cache")
         if not same_key:
             raise RuntimeError("session key mismatch")
 

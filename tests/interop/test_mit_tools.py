@@ -13,8 +13,8 @@ from common.crypto import Key
 from common.keytab import KeytabEntry, decode_keytab, encode_keytab
 from common.messages.ap_req import decode_ap_req
 from common.messages.ticket import decode_enc_ticket_part, decode_ticket, encode_ticket
-from tests.conftest import MIT_FIXTURES
 from telekey.mit_realm import REALM, make_client_config, require_tool, start_mit_realm
+from tests.conftest import MIT_FIXTURES
 
 pytestmark = pytest.mark.interop
 
