@@ -26,6 +26,7 @@ from pyasn1.error import PyAsn1Error
 from pyasn1.type import base, char, tag, univ, useful
 
 from common.errors import MalformedMessage
+from common.messages.der import Compiler
 
 T = TypeVar("T")
 
@@ -239,8 +240,16 @@ _encode = _Encoder()
 # --- bytes <-> Python ----------------------------------------------------------------------
 
 
+_lean = Compiler(lambda schema_cls: _BY_SCHEMA.get(schema_cls))
+
+
 def encode_der(value: Any, schema: Any) -> bytes:
     """DER-encode a Python value (a registered dataclass or scalar) against `schema`."""
+    return _lean.encoder(schema)(value)
+
+
+def encode_der_reference(value: Any, schema: Any) -> bytes:
+    """The same through pyasn1: the reference the lean codec is tested against."""
     return bytes(_encode(to_asn1(value, schema)))
 
 
@@ -261,7 +270,22 @@ def decode_asn1(data: bytes, schema: Any) -> Any:
 
 
 def decode_der(data: bytes, schema: Any) -> Any:
-    """Strict DER decode to the Python form; MalformedMessage on any defect."""
+    """Strict DER decode to the Python form; MalformedMessage on any defect (lean codec)."""
+    if not isinstance(data, bytes):
+        if not isinstance(data, bytearray | memoryview):
+            raise TypeError("decode needs bytes")
+        data = bytes(data)
+    try:
+        value, end = _lean.decoder(schema)(data, 0, len(data))
+    except RecursionError as exc:
+        raise MalformedMessage("TOO_DEEP", "nesting too deep") from exc
+    if end != len(data):
+        raise MalformedMessage("TRAILING_BYTES", f"{len(data) - end} extra bytes")
+    return value
+
+
+def decode_der_reference(data: bytes, schema: Any) -> Any:
+    """The same through pyasn1 (decode, re-encode, compare): the reference implementation."""
     obj = decode_asn1(data, schema)
     try:
         return to_python(obj)

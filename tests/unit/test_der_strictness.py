@@ -43,7 +43,7 @@ def test_non_minimal_length_rejected():
     ber = data[:1] + b"\x81" + data[1:]  # same value, long-form length: valid BER, not DER
     with pytest.raises(MalformedMessage) as err:
         decode_ap_rep(ber)
-    assert err.value.status in ("NOT_DER", "BAD_ASN1")
+    assert err.value.status == "NOT_DER_LENGTH"
 
 
 def test_indefinite_length_rejected():
