@@ -204,7 +204,7 @@ def to_asn1(value: Any, schema: Any) -> Any:
 # --- the DER encoder ------------------------------------------------------------------------
 
 
-class _SequenceEncoder(ber_encoder.SequenceEncoder):  # type: ignore[misc]
+class _SequenceEncoder(ber_encoder.SequenceEncoder):
     """pyasn1's SEQUENCE encoder decides OPTIONAL presence with `isValue`, which is True for an
     absent SEQUENCE whose components are all OPTIONAL once it has been instantiated (CMS
     OriginatorInfo), and its DER mode drops present-but-empty OPTIONAL values (an empty SEQUENCE
@@ -225,12 +225,12 @@ class _SequenceEncoder(ber_encoder.SequenceEncoder):  # type: ignore[misc]
         return substrate, True, True
 
 
-class _SingleItemEncoder(der_encoder.SingleItemEncoder):  # type: ignore[misc]
+class _SingleItemEncoder(der_encoder.SingleItemEncoder):
     TAG_MAP = {**der_encoder.TAG_MAP, univ.Sequence.tagSet: _SequenceEncoder()}
     TYPE_MAP = {**der_encoder.TYPE_MAP, univ.Sequence.typeId: _SequenceEncoder()}
 
 
-class _Encoder(der_encoder.Encoder):  # type: ignore[misc]
+class _Encoder(der_encoder.Encoder):
     SINGLE_ITEM_ENCODER = _SingleItemEncoder
 
 

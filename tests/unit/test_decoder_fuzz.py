@@ -32,7 +32,7 @@ def _decoders():
         for name, fn in inspect.getmembers(module, inspect.isfunction):
             if name.startswith("decode_") and fn.__module__ == module.__name__ and \
                     list(inspect.signature(fn).parameters)[:1] == ["data"] and \
-                    name not in ("decode_der", "decode_asn1"):
+                    name not in ("decode_der", "decode_asn1", "decode_der_reference"):
                 found[f"{info.name}.{name}"] = fn
     return found
 
