@@ -5,8 +5,8 @@ import pytest
 
 from common.crypto.pkinit_kdf import pkinit_kdf, pkinit_kdf_random
 from common.crypto.rfc3961 import des3_random_to_key
-from common.messages.base import encode_der
 from common.messages.asn1 import rfc4556
+from common.messages.base import encode_der
 from common.messages.pkinit import (
     Krb5PrincipalName,
     PkinitSuppPubInfo,
