@@ -26,7 +26,7 @@ from pyasn1.error import PyAsn1Error
 from pyasn1.type import base, char, tag, univ, useful
 
 from common.errors import MalformedMessage
-from common.messages.der import Compiler
+from common.messages.der import Compiler, integer_contents
 
 T = TypeVar("T")
 
@@ -225,9 +225,20 @@ class _SequenceEncoder(ber_encoder.SequenceEncoder):
         return substrate, True, True
 
 
+class _IntegerEncoder(ber_encoder.IntegerEncoder):
+    """pyasn1 encodes -2**(8k-1) with a redundant 0xFF byte (-128 as ff 80), which X.690
+    §8.3.2 forbids; the fuzzer found it. Minimal two's complement, as the lean codec writes."""
+
+    def encodeValue(self, value: Any, asn1Spec: Any, encodeFun: Any,
+                    **options: Any) -> tuple[bytes, bool, bool]:
+        return integer_contents(int(value)), False, True
+
+
 class _SingleItemEncoder(der_encoder.SingleItemEncoder):
-    TAG_MAP = {**der_encoder.TAG_MAP, univ.Sequence.tagSet: _SequenceEncoder()}
-    TYPE_MAP = {**der_encoder.TYPE_MAP, univ.Sequence.typeId: _SequenceEncoder()}
+    TAG_MAP = {**der_encoder.TAG_MAP, univ.Sequence.tagSet: _SequenceEncoder(),
+               univ.Integer.tagSet: _IntegerEncoder()}
+    TYPE_MAP = {**der_encoder.TYPE_MAP, univ.Sequence.typeId: _SequenceEncoder(),
+                univ.Integer.typeId: _IntegerEncoder()}
 
 
 class _Encoder(der_encoder.Encoder):

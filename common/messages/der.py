@@ -69,7 +69,8 @@ def _int_from(data: bytes, start: int, end: int) -> int:
     return int.from_bytes(data[start:end], "big", signed=True)
 
 
-def _int_to(value: int) -> bytes:
+def integer_contents(value: int) -> bytes:
+    """Minimal two's-complement contents of an INTEGER (X.690 §8.3.2)."""
     return value.to_bytes(max(1, (value + (value < 0)).bit_length() // 8 + 1), "big",
                           signed=True)
 
@@ -379,7 +380,7 @@ class Compiler:
                 return lambda items: b"".join(_der_set_order([element(i) for i in items]))
             return lambda items: b"".join(element(i) for i in items)
         if isinstance(schema, univ.Integer):
-            return _int_to
+            return integer_contents
         if isinstance(schema, useful.GeneralizedTime):
             from common.messages.base import format_kerberos_time
 

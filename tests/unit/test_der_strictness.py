@@ -8,7 +8,14 @@ import pytest
 from common.codes import MessageType
 from common.errors import MalformedMessage
 from common.messages.ap_rep import ApRep, decode_ap_rep, encode_ap_rep
-from common.messages.base import snake_case
+from common.messages.asn1 import rfc4120
+from common.messages.base import (
+    decode_der,
+    decode_der_reference,
+    encode_der,
+    encode_der_reference,
+    snake_case,
+)
 from common.messages.kdc_req import decode_as_req, decode_tgs_req
 from common.messages.krb_error import decode_krb_error
 from common.messages.padata import (
@@ -20,7 +27,7 @@ from common.messages.padata import (
     flatten_authorization_data,
     wrap_if_relevant,
 )
-from common.messages.types import AuthorizationDataEntry, EncryptedData
+from common.messages.types import AuthorizationDataEntry, EncryptedData, PaData
 from tests.conftest import MIT_FIXTURES
 
 AP_REP = ApRep(5, int(MessageType.KRB_AP_REP), EncryptedData(18, None, b"\x01" * 40))
@@ -87,3 +94,18 @@ def test_if_relevant_nesting():
 ])
 def test_field_names(asn1, field):
     assert snake_case(asn1) == field
+
+
+@pytest.mark.parametrize("value,contents", [(-128, "80"), (-129, "ff7f"), (-1, "ff"), (0, "00"),
+                                            (127, "7f"), (128, "0080"), (-32768, "8000")])
+def test_integers_are_minimal_in_both_codecs(value, contents):
+    """X.690 §8.3.2; pyasn1 alone writes -128 as ff 80 (its reference encoder is fixed)."""
+    integer = bytes.fromhex(contents)
+    padata_type = bytes([0xA1, len(integer) + 2, 0x02, len(integer)]) + integer
+    body = padata_type + bytes.fromhex("a2050403616263")  # [2] OCTET STRING "abc"
+    expected = bytes([0x30, len(body)]) + body
+    item = PaData(value, b"abc")
+    assert encode_der(item, rfc4120.PA_DATA()) == expected
+    assert encode_der_reference(item, rfc4120.PA_DATA()) == expected
+    assert decode_der(expected, rfc4120.PA_DATA()) == item
+    assert decode_der_reference(expected, rfc4120.PA_DATA()) == item
