@@ -5,7 +5,7 @@ from datetime import datetime
 
 from common.codes import MessageType
 from common.messages.asn1 import rfc4120 as asn1
-from common.messages.base import asn1_type, decode_der, encode_der
+from common.messages.base import asn1_type, codec
 from common.messages.header import verify_header
 from common.messages.types import EncryptedData, EncryptionKey
 
@@ -27,24 +27,6 @@ class EncApRepPart:
     seq_number: int | None
 
 
-_AP_REP = asn1.AP_REP()
-_ENC_AP_REP_PART = asn1.EncAPRepPart()
-
-
-def decode_ap_rep(data: bytes) -> ApRep:
-    rep: ApRep = decode_der(data, _AP_REP)
-    verify_header(rep, MessageType.KRB_AP_REP)
-    return rep
-
-
-def encode_ap_rep(rep: ApRep) -> bytes:
-    return encode_der(rep, _AP_REP)
-
-
-def decode_enc_ap_rep_part(data: bytes) -> EncApRepPart:
-    part: EncApRepPart = decode_der(data, _ENC_AP_REP_PART)
-    return part
-
-
-def encode_enc_ap_rep_part(part: EncApRepPart) -> bytes:
-    return encode_der(part, _ENC_AP_REP_PART)
+decode_ap_rep, encode_ap_rep = codec(
+    asn1.AP_REP, ApRep, lambda rep: verify_header(rep, MessageType.KRB_AP_REP))
+decode_enc_ap_rep_part, encode_enc_ap_rep_part = codec(asn1.EncAPRepPart, EncApRepPart)

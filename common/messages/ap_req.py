@@ -6,7 +6,7 @@ from datetime import datetime
 from common.codes import MessageType
 from common.errors import MalformedMessage
 from common.messages.asn1 import rfc4120 as asn1
-from common.messages.base import asn1_type, decode_der, encode_der
+from common.messages.base import asn1_type, codec
 from common.messages.header import verify_header
 from common.messages.ticket import Ticket
 from common.messages.types import (
@@ -42,26 +42,12 @@ class Authenticator:
     authorization_data: tuple[AuthorizationDataEntry, ...] | None
 
 
-_AP_REQ = asn1.AP_REQ()
-_AUTHENTICATOR = asn1.Authenticator()
-
-
-def decode_ap_req(data: bytes) -> ApReq:
-    req: ApReq = decode_der(data, _AP_REQ)
-    verify_header(req, MessageType.KRB_AP_REQ)
-    return req
-
-
-def encode_ap_req(req: ApReq) -> bytes:
-    return encode_der(req, _AP_REQ)
-
-
-def decode_authenticator(data: bytes) -> Authenticator:
-    auth: Authenticator = decode_der(data, _AUTHENTICATOR)
+def _verify_authenticator(auth: Authenticator) -> None:
     if auth.authenticator_vno != 5:
         raise MalformedMessage("BAD_AUTHENTICATOR_VNO", f"{auth.authenticator_vno}")
-    return auth
 
 
-def encode_authenticator(auth: Authenticator) -> bytes:
-    return encode_der(auth, _AUTHENTICATOR)
+decode_ap_req, encode_ap_req = codec(
+    asn1.AP_REQ, ApReq, lambda req: verify_header(req, MessageType.KRB_AP_REQ))
+decode_authenticator, encode_authenticator = codec(asn1.Authenticator, Authenticator,
+                                                   _verify_authenticator)

@@ -26,7 +26,7 @@ from pyasn1.error import PyAsn1Error
 from pyasn1.type import base, char, tag, univ, useful
 
 from common.errors import MalformedMessage
-from common.messages.der import Compiler, integer_contents
+from common.messages.der import Compiler, integer_contents, raw_tlv
 
 T = TypeVar("T")
 
@@ -132,7 +132,9 @@ def format_kerberos_time(when: datetime) -> str:
     """KerberosTime text for an aware datetime (converted to UTC, fractions dropped)."""
     if when.tzinfo is None:
         raise TypeError("KerberosTime needs an aware datetime")
-    return when.astimezone(UTC).strftime("%Y%m%d%H%M%SZ")
+    t = when.astimezone(UTC)
+    # Not strftime: glibc writes year 26 as "26", not "0026".
+    return f"{t.year:04d}{t.month:02d}{t.day:02d}{t.hour:02d}{t.minute:02d}{t.second:02d}Z"
 
 
 def to_python(obj: Any) -> Any:
@@ -150,6 +152,8 @@ def to_python(obj: Any) -> Any:
             component = obj.getComponentByPosition(position, default=None, instantiate=False)
             values[name] = None if component is None else to_python(component)
         return mapping.cls(**values)
+    if isinstance(obj, univ.Boolean):  # before Integer: pyasn1's Boolean subclasses it
+        return bool(obj)
     if isinstance(obj, univ.Integer):
         return int(obj)
     if isinstance(obj, useful.GeneralizedTime):
@@ -162,12 +166,16 @@ def to_python(obj: Any) -> Any:
         return int(obj) << (32 - len(obj)) if len(obj) <= 32 else int(obj) >> (len(obj) - 32)
     if isinstance(obj, univ.BitString):
         return obj.asOctets()
-    if isinstance(obj, univ.Boolean):
-        return bool(obj)
     if isinstance(obj, univ.ObjectIdentifier):
         return str(obj)
     if isinstance(obj, univ.Any):
-        return obj.asOctets()
+        raw = obj.asOctets()
+        if not obj.tagSet:
+            # pyasn1 re-emits an ANY verbatim, so its DER check cannot see a BER header here.
+            _, stop = raw_tlv(raw, 0, len(raw))
+            if stop != len(raw):
+                raise MalformedMessage("TRAILING_BYTES", "after an ANY value")
+        return raw
     if isinstance(obj, univ.SequenceOf | univ.SetOf):
         return tuple(to_python(item) for item in obj)
     raise TypeError(f"no Python mapping for {type(obj).__name__}")
@@ -302,3 +310,25 @@ def decode_der_reference(data: bytes, schema: Any) -> Any:
         return to_python(obj)
     except _DECODE_ERRORS as exc:
         raise MalformedMessage("BAD_VALUE", f"{type(exc).__name__}: {exc}"[:200]) from exc
+
+
+def codec(schema_cls: type, cls: type[T], verify: Callable[[T], None] | None = None
+          ) -> tuple[Callable[[bytes], T], Callable[[T], bytes]]:
+    """The (decode, encode) pair of one message type: strict DER <-> `cls`.
+
+    `verify` runs after decoding, for checks the schema cannot express (pvno, msg-type).
+    """
+    schema = schema_cls()
+
+    def decode(data: bytes) -> T:
+        value: T = decode_der(data, schema)
+        if verify is not None:
+            verify(value)
+        return value
+
+    def encode(value: T) -> bytes:
+        return encode_der(value, schema)
+
+    decode.__doc__ = f"Decode DER {schema_cls.__name__}; MalformedMessage on any defect."
+    encode.__doc__ = f"Encode {schema_cls.__name__} as DER."
+    return decode, encode

@@ -8,7 +8,7 @@ from pyasn1_modules import rfc5280
 
 from common.errors import MalformedMessage
 from common.messages.asn1 import rfc5652 as asn1
-from common.messages.base import asn1_type, decode_der, encode_der
+from common.messages.base import asn1_type, codec, decode_der, encode_der
 
 ID_DATA = "1.2.840.113549.1.7.1"
 ID_SIGNED_DATA = "1.2.840.113549.1.7.2"
@@ -32,17 +32,8 @@ class SubjectPublicKeyInfo:
     subject_public_key: bytes
 
 
-_SPKI = rfc5280.SubjectPublicKeyInfo()
-
-
-def encode_spki(spki: SubjectPublicKeyInfo) -> bytes:
-    """DER SubjectPublicKeyInfo, as pyca/cryptography's load_der_public_key takes it."""
-    return encode_der(spki, _SPKI)
-
-
-def decode_spki(data: bytes) -> SubjectPublicKeyInfo:
-    result: SubjectPublicKeyInfo = decode_der(data, _SPKI)
-    return result
+# encode_spki gives the DER that pyca/cryptography's load_der_public_key takes.
+decode_spki, encode_spki = codec(rfc5280.SubjectPublicKeyInfo, SubjectPublicKeyInfo)
 
 
 @asn1_type(asn1.ContentInfo)

@@ -208,7 +208,7 @@ class Compiler:
                 value = contents(data, start, pos)
             elif is_any:
                 # Untagged ANY: one whole TLV. Tagged ANY: everything inside its tag.
-                value, pos = _raw_tlv(data, pos, end) if not wrappers else (data[pos:end], end)
+                value, pos = raw_tlv(data, pos, end) if not wrappers else (data[pos:end], end)
             else:
                 value, pos = contents(data, pos, end)
             for stop in reversed(stops):
@@ -242,6 +242,8 @@ class Compiler:
                 return tuple(items)
 
             return decode_list
+        if isinstance(schema, univ.Boolean):  # before Integer: pyasn1's Boolean subclasses it
+            return _boolean_from
         if isinstance(schema, univ.Integer):
             return _int_from
         if isinstance(schema, useful.GeneralizedTime):
@@ -254,8 +256,6 @@ class Compiler:
             from common.messages.base import KerberosFlags
 
             return _flags_from if isinstance(schema, KerberosFlags) else _bitstring_bytes_from
-        if isinstance(schema, univ.Boolean):
-            return _boolean_from
         if isinstance(schema, univ.ObjectIdentifier):
             return _oid_from
         if isinstance(schema, univ.Any):
@@ -379,6 +379,8 @@ class Compiler:
             if isinstance(schema, univ.SetOf):
                 return lambda items: b"".join(_der_set_order([element(i) for i in items]))
             return lambda items: b"".join(element(i) for i in items)
+        if isinstance(schema, univ.Boolean):  # before Integer: pyasn1's Boolean subclasses it
+            return lambda flag: b"\xff" if flag else b"\x00"
         if isinstance(schema, univ.Integer):
             return integer_contents
         if isinstance(schema, useful.GeneralizedTime):
@@ -396,8 +398,6 @@ class Compiler:
             if isinstance(schema, KerberosFlags):
                 return lambda flags: b"\x00" + flags.to_bytes(4, "big")
             return lambda raw: b"\x00" + raw
-        if isinstance(schema, univ.Boolean):
-            return lambda flag: b"\xff" if flag else b"\x00"
         if isinstance(schema, univ.ObjectIdentifier):
             return _oid_to
         if isinstance(schema, univ.Any):
@@ -422,9 +422,10 @@ def _first_identifiers(schema: base.Asn1Type) -> frozenset[int] | None:
     return None
 
 
-def _raw_tlv(data: bytes, pos: int, end: int) -> tuple[bytes, int]:
-    """One complete TLV with any single-byte tag, returned whole (an untagged ANY)."""
-    if pos >= end or data[pos] & 0x1F == 0x1F:
+def raw_tlv(data: bytes, pos: int, end: int) -> tuple[bytes, int]:
+    """One complete TLV with any single-byte tag, returned whole (an untagged ANY). Tag 0 is
+    end-of-contents, never a value (X.690 §8.1.5)."""
+    if pos >= end or data[pos] & 0x1F == 0x1F or data[pos] == 0x00:
         raise _bad("UNEXPECTED_TAG", pos)
     _, stop = read_header(data, pos + 1, end)
     return data[pos:stop], stop

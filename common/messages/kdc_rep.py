@@ -11,7 +11,7 @@ from datetime import datetime
 from common.codes import MessageType
 from common.errors import MalformedMessage
 from common.messages.asn1 import rfc4120 as asn1
-from common.messages.base import alias_schema, asn1_type, decode_der, encode_der
+from common.messages.base import alias_schema, asn1_type, codec, decode_der, encode_der
 from common.messages.header import verify_header
 from common.messages.ticket import Ticket
 from common.messages.types import (
@@ -59,32 +59,14 @@ for _schema in (asn1.AS_REP, asn1.TGS_REP):
 for _schema in (asn1.EncASRepPart, asn1.EncTGSRepPart):
     alias_schema(_schema, EncKdcRepPart)
 
-_AS_REP = asn1.AS_REP()
-_TGS_REP = asn1.TGS_REP()
+decode_as_rep, encode_as_rep = codec(
+    asn1.AS_REP, KdcRep, lambda rep: verify_header(rep, MessageType.KRB_AS_REP))
+decode_tgs_rep, encode_tgs_rep = codec(
+    asn1.TGS_REP, KdcRep, lambda rep: verify_header(rep, MessageType.KRB_TGS_REP))
 _ENC_AS = asn1.EncASRepPart()
 _ENC_TGS = asn1.EncTGSRepPart()
 ENC_AS_REP_PART_TAG = 25
 ENC_TGS_REP_PART_TAG = 26
-
-
-def decode_as_rep(data: bytes) -> KdcRep:
-    rep: KdcRep = decode_der(data, _AS_REP)
-    verify_header(rep, MessageType.KRB_AS_REP)
-    return rep
-
-
-def decode_tgs_rep(data: bytes) -> KdcRep:
-    rep: KdcRep = decode_der(data, _TGS_REP)
-    verify_header(rep, MessageType.KRB_TGS_REP)
-    return rep
-
-
-def encode_as_rep(rep: KdcRep) -> bytes:
-    return encode_der(rep, _AS_REP)
-
-
-def encode_tgs_rep(rep: KdcRep) -> bytes:
-    return encode_der(rep, _TGS_REP)
 
 
 def decode_enc_kdc_rep_part(data: bytes) -> tuple[EncKdcRepPart, int]:

@@ -9,7 +9,7 @@ from datetime import datetime
 
 from common.codes import MessageType
 from common.messages.asn1 import rfc4120 as asn1
-from common.messages.base import alias_schema, asn1_type, decode_der, encode_der
+from common.messages.base import alias_schema, asn1_type, codec
 from common.messages.header import verify_header
 from common.messages.ticket import Ticket
 from common.messages.types import EncryptedData, HostAddress, PaData, PrincipalName
@@ -44,35 +44,8 @@ class KdcReq:
 alias_schema(asn1.AS_REQ, KdcReq)
 alias_schema(asn1.TGS_REQ, KdcReq)
 
-_AS_REQ = asn1.AS_REQ()
-_TGS_REQ = asn1.TGS_REQ()
-_BODY = asn1.KDC_REQ_BODY()
-
-
-def decode_as_req(data: bytes) -> KdcReq:
-    req: KdcReq = decode_der(data, _AS_REQ)
-    verify_header(req, MessageType.KRB_AS_REQ)
-    return req
-
-
-def decode_tgs_req(data: bytes) -> KdcReq:
-    req: KdcReq = decode_der(data, _TGS_REQ)
-    verify_header(req, MessageType.KRB_TGS_REQ)
-    return req
-
-
-def encode_as_req(req: KdcReq) -> bytes:
-    return encode_der(req, _AS_REQ)
-
-
-def encode_tgs_req(req: KdcReq) -> bytes:
-    return encode_der(req, _TGS_REQ)
-
-
-def decode_kdc_req_body(data: bytes) -> KdcReqBody:
-    result: KdcReqBody = decode_der(data, _BODY)
-    return result
-
-
-def encode_kdc_req_body(body: KdcReqBody) -> bytes:
-    return encode_der(body, _BODY)
+decode_as_req, encode_as_req = codec(
+    asn1.AS_REQ, KdcReq, lambda req: verify_header(req, MessageType.KRB_AS_REQ))
+decode_tgs_req, encode_tgs_req = codec(
+    asn1.TGS_REQ, KdcReq, lambda req: verify_header(req, MessageType.KRB_TGS_REQ))
+decode_kdc_req_body, encode_kdc_req_body = codec(asn1.KDC_REQ_BODY, KdcReqBody)

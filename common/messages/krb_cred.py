@@ -5,7 +5,7 @@ from datetime import datetime
 
 from common.codes import MessageType
 from common.messages.asn1 import rfc4120 as asn1
-from common.messages.base import asn1_type, decode_der, encode_der
+from common.messages.base import asn1_type, codec
 from common.messages.header import verify_header
 from common.messages.ticket import Ticket
 from common.messages.types import EncryptedData, EncryptionKey, HostAddress, PrincipalName
@@ -47,24 +47,6 @@ class EncKrbCredPart:
     r_address: HostAddress | None
 
 
-_KRB_CRED = asn1.KRB_CRED()
-_ENC_PART = asn1.EncKrbCredPart()
-
-
-def decode_krb_cred(data: bytes) -> KrbCred:
-    msg: KrbCred = decode_der(data, _KRB_CRED)
-    verify_header(msg, MessageType.KRB_CRED)
-    return msg
-
-
-def encode_krb_cred(msg: KrbCred) -> bytes:
-    return encode_der(msg, _KRB_CRED)
-
-
-def decode_enc_krb_cred_part(data: bytes) -> EncKrbCredPart:
-    part: EncKrbCredPart = decode_der(data, _ENC_PART)
-    return part
-
-
-def encode_enc_krb_cred_part(part: EncKrbCredPart) -> bytes:
-    return encode_der(part, _ENC_PART)
+decode_krb_cred, encode_krb_cred = codec(
+    asn1.KRB_CRED, KrbCred, lambda msg: verify_header(msg, MessageType.KRB_CRED))
+decode_enc_krb_cred_part, encode_enc_krb_cred_part = codec(asn1.EncKrbCredPart, EncKrbCredPart)

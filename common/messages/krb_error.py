@@ -7,7 +7,7 @@ from datetime import datetime
 from common.codes import ErrorCode, MessageType
 from common.errors import KerberosError
 from common.messages.asn1 import rfc4120 as asn1
-from common.messages.base import asn1_type, decode_der, encode_der
+from common.messages.base import asn1_type, codec
 from common.messages.header import PVNO, verify_header
 from common.messages.types import PaData, PrincipalName, TypedDataEntry
 
@@ -30,39 +30,12 @@ class KrbError:
     e_data: bytes | None
 
 
-_KRB_ERROR = asn1.KRB_ERROR()
-_METHOD_DATA = asn1.METHOD_DATA()
-_TYPED_DATA = asn1.TYPED_DATA()
-
-
-def decode_krb_error(data: bytes) -> KrbError:
-    err: KrbError = decode_der(data, _KRB_ERROR)
-    verify_header(err, MessageType.KRB_ERROR)
-    return err
-
-
-def encode_krb_error(err: KrbError) -> bytes:
-    return encode_der(err, _KRB_ERROR)
-
-
-def decode_method_data(data: bytes) -> tuple[PaData, ...]:
-    """METHOD-DATA (RFC 4120 §5.9.1), the e-data of KDC_ERR_PREAUTH_REQUIRED."""
-    result: tuple[PaData, ...] = decode_der(data, _METHOD_DATA)
-    return result
-
-
-def encode_method_data(padata: tuple[PaData, ...]) -> bytes:
-    return encode_der(padata, _METHOD_DATA)
-
-
-def decode_typed_data(data: bytes) -> tuple[TypedDataEntry, ...]:
-    """TYPED-DATA (RFC 4120 §5.9.1), e.g. TD-DH-PARAMETERS with PKINIT error 65."""
-    result: tuple[TypedDataEntry, ...] = decode_der(data, _TYPED_DATA)
-    return result
-
-
-def encode_typed_data(entries: tuple[TypedDataEntry, ...]) -> bytes:
-    return encode_der(entries, _TYPED_DATA)
+decode_krb_error, encode_krb_error = codec(
+    asn1.KRB_ERROR, KrbError, lambda err: verify_header(err, MessageType.KRB_ERROR))
+# METHOD-DATA is the e-data of KDC_ERR_PREAUTH_REQUIRED; TYPED-DATA carries, for example,
+# TD-DH-PARAMETERS with PKINIT error 65 (RFC 4120 §5.9.1, RFC 4556 §3.2.2).
+decode_method_data, encode_method_data = codec(asn1.METHOD_DATA, tuple[PaData, ...])
+decode_typed_data, encode_typed_data = codec(asn1.TYPED_DATA, tuple[TypedDataEntry, ...])
 
 
 def error_reply(exc: BaseException, *, realm: str, sname: PrincipalName, now: datetime,

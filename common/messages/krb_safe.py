@@ -5,7 +5,7 @@ from datetime import datetime
 
 from common.codes import MessageType
 from common.messages.asn1 import rfc4120 as asn1
-from common.messages.base import asn1_type, decode_der, encode_der
+from common.messages.base import asn1_type, codec
 from common.messages.header import verify_header
 from common.messages.types import Checksum, HostAddress
 
@@ -30,20 +30,7 @@ class KrbSafe:
     cksum: Checksum
 
 
-_KRB_SAFE = asn1.KRB_SAFE()
-_BODY = asn1.KRB_SAFE_BODY()
-
-
-def decode_krb_safe(data: bytes) -> KrbSafe:
-    msg: KrbSafe = decode_der(data, _KRB_SAFE)
-    verify_header(msg, MessageType.KRB_SAFE)
-    return msg
-
-
-def encode_krb_safe(msg: KrbSafe) -> bytes:
-    return encode_der(msg, _KRB_SAFE)
-
-
-def encode_krb_safe_body(body: KrbSafeBody) -> bytes:
-    """The bytes the KRB-SAFE checksum covers (RFC 4120 §5.6.1, key usage 15)."""
-    return encode_der(body, _BODY)
+decode_krb_safe, encode_krb_safe = codec(
+    asn1.KRB_SAFE, KrbSafe, lambda msg: verify_header(msg, MessageType.KRB_SAFE))
+# encode_krb_safe_body gives the bytes the KRB-SAFE checksum covers (§5.6.1, key usage 15).
+decode_krb_safe_body, encode_krb_safe_body = codec(asn1.KRB_SAFE_BODY, KrbSafeBody)

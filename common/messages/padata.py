@@ -8,7 +8,7 @@ from datetime import datetime
 
 from common.codes import AuthorizationDataType, PaDataType
 from common.messages.asn1 import rfc4120 as asn1
-from common.messages.base import asn1_type, decode_der, encode_der
+from common.messages.base import asn1_type, codec
 from common.messages.types import AuthorizationDataEntry, EncryptedData, PaData, find_padata
 
 
@@ -33,58 +33,14 @@ class PaPacRequest:
     include_pac: bool
 
 
-_ENC_TS = asn1.PA_ENC_TS_ENC()
-_ENCRYPTED_DATA = asn1.EncryptedData()
-_ETYPE_INFO2 = asn1.ETYPE_INFO2()
-_PAC_REQUEST = asn1.KERB_PA_PAC_REQUEST()
-_AUTH_DATA = asn1.AuthorizationData()
-
-
-def decode_pa_enc_timestamp(data: bytes) -> EncryptedData:
-    """PA-ENC-TIMESTAMP: EncryptedData whose plaintext is PA-ENC-TS-ENC (key usage 1)."""
-    result: EncryptedData = decode_der(data, _ENCRYPTED_DATA)
-    return result
-
-
-def encode_pa_enc_timestamp(enc: EncryptedData) -> bytes:
-    return encode_der(enc, _ENCRYPTED_DATA)
-
-
-def decode_pa_enc_ts_enc(data: bytes) -> PaEncTsEnc:
-    result: PaEncTsEnc = decode_der(data, _ENC_TS)
-    return result
-
-
-def encode_pa_enc_ts_enc(value: PaEncTsEnc) -> bytes:
-    return encode_der(value, _ENC_TS)
-
-
-def decode_etype_info2(data: bytes) -> tuple[EtypeInfo2Entry, ...]:
-    result: tuple[EtypeInfo2Entry, ...] = decode_der(data, _ETYPE_INFO2)
-    return result
-
-
-def encode_etype_info2(entries: tuple[EtypeInfo2Entry, ...]) -> bytes:
-    return encode_der(entries, _ETYPE_INFO2)
-
-
-def decode_pa_pac_request(data: bytes) -> PaPacRequest:
-    result: PaPacRequest = decode_der(data, _PAC_REQUEST)
-    return result
-
-
-def encode_pa_pac_request(value: PaPacRequest) -> bytes:
-    return encode_der(value, _PAC_REQUEST)
-
-
-def decode_authorization_data(data: bytes) -> tuple[AuthorizationDataEntry, ...]:
-    """AuthorizationData, also the contents of an AD-IF-RELEVANT element."""
-    result: tuple[AuthorizationDataEntry, ...] = decode_der(data, _AUTH_DATA)
-    return result
-
-
-def encode_authorization_data(entries: tuple[AuthorizationDataEntry, ...]) -> bytes:
-    return encode_der(entries, _AUTH_DATA)
+# PA-ENC-TIMESTAMP is an EncryptedData whose plaintext is PA-ENC-TS-ENC (key usage 1).
+decode_pa_enc_timestamp, encode_pa_enc_timestamp = codec(asn1.EncryptedData, EncryptedData)
+decode_pa_enc_ts_enc, encode_pa_enc_ts_enc = codec(asn1.PA_ENC_TS_ENC, PaEncTsEnc)
+decode_etype_info2, encode_etype_info2 = codec(asn1.ETYPE_INFO2, tuple[EtypeInfo2Entry, ...])
+decode_pa_pac_request, encode_pa_pac_request = codec(asn1.KERB_PA_PAC_REQUEST, PaPacRequest)
+# AuthorizationData, also the contents of an AD-IF-RELEVANT element.
+decode_authorization_data, encode_authorization_data = codec(
+    asn1.AuthorizationData, tuple[AuthorizationDataEntry, ...])
 
 
 def wrap_if_relevant(entries: tuple[AuthorizationDataEntry, ...]) -> AuthorizationDataEntry:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from common.messages.asn1 import rfc4556 as asn1
-from common.messages.base import asn1_type, decode_der, encode_der
+from common.messages.base import asn1_type, codec
 from common.messages.cms import AlgorithmIdentifier, SubjectPublicKeyInfo
 from common.messages.types import Checksum, EncryptionKey, PrincipalName
 
@@ -134,87 +134,30 @@ class PkinitSuppPubInfo:
     pk_as_rep: bytes
 
 
-_PA_PK_AS_REQ = asn1.PA_PK_AS_REQ()
-_AUTH_PACK = asn1.AuthPack()
-_PA_PK_AS_REP = asn1.PA_PK_AS_REP()
-_KDC_DH_KEY_INFO = asn1.KDCDHKeyInfo()
-_REPLY_KEY_PACK = asn1.ReplyKeyPack()
-_KRB5_PRINCIPAL_NAME = asn1.KRB5PrincipalName()
-_TD_DH_PARAMETERS = asn1.TD_DH_PARAMETERS()
-_TD_TRUSTED_CERTIFIERS = asn1.TD_TRUSTED_CERTIFIERS()
-_OTHER_INFO = asn1.OtherInfo()
-_SUPP_PUB_INFO = asn1.PkinitSuppPubInfo()
+def _verify_choice(value: PaPkAsRep) -> None:
+    if (value.dh_info is None) == (value.enc_key_pack is None):
+        raise ValueError("PA-PK-AS-REP is a CHOICE: set exactly one of dh_info, enc_key_pack")
 
 
-def decode_pa_pk_as_req(data: bytes) -> PaPkAsReq:
-    result: PaPkAsReq = decode_der(data, _PA_PK_AS_REQ)
-    return result
-
-
-def encode_pa_pk_as_req(value: PaPkAsReq) -> bytes:
-    return encode_der(value, _PA_PK_AS_REQ)
-
-
-def decode_auth_pack(data: bytes) -> AuthPack:
-    result: AuthPack = decode_der(data, _AUTH_PACK)
-    return result
-
-
-def encode_auth_pack(value: AuthPack) -> bytes:
-    return encode_der(value, _AUTH_PACK)
-
-
-def decode_pa_pk_as_rep(data: bytes) -> PaPkAsRep:
-    result: PaPkAsRep = decode_der(data, _PA_PK_AS_REP)
-    return result
+decode_pa_pk_as_req, encode_pa_pk_as_req = codec(asn1.PA_PK_AS_REQ, PaPkAsReq)
+decode_auth_pack, encode_auth_pack = codec(asn1.AuthPack, AuthPack)
+decode_pa_pk_as_rep, _encode_pa_pk_as_rep = codec(asn1.PA_PK_AS_REP, PaPkAsRep)
+decode_kdc_dh_key_info, encode_kdc_dh_key_info = codec(asn1.KDCDHKeyInfo, KdcDhKeyInfo)
+decode_reply_key_pack, encode_reply_key_pack = codec(asn1.ReplyKeyPack, ReplyKeyPack)
+# KRB5PrincipalName is the id-pkinit-san otherName value (RFC 4556 §3.2.2).
+decode_krb5_principal_name, encode_krb5_principal_name = codec(asn1.KRB5PrincipalName,
+                                                               Krb5PrincipalName)
+decode_td_dh_parameters, encode_td_dh_parameters = codec(asn1.TD_DH_PARAMETERS,
+                                                         tuple[AlgorithmIdentifier, ...])
+decode_td_trusted_certifiers, encode_td_trusted_certifiers = codec(
+    asn1.TD_TRUSTED_CERTIFIERS, tuple[ExternalPrincipalIdentifier, ...])
+_encode_supp_pub_info = codec(asn1.PkinitSuppPubInfo, PkinitSuppPubInfo)[1]
+_encode_other_info = codec(asn1.OtherInfo, OtherInfo)[1]
 
 
 def encode_pa_pk_as_rep(value: PaPkAsRep) -> bytes:
-    if (value.dh_info is None) == (value.enc_key_pack is None):
-        raise ValueError("PA-PK-AS-REP is a CHOICE: set exactly one of dh_info, enc_key_pack")
-    return encode_der(value, _PA_PK_AS_REP)
-
-
-def decode_kdc_dh_key_info(data: bytes) -> KdcDhKeyInfo:
-    result: KdcDhKeyInfo = decode_der(data, _KDC_DH_KEY_INFO)
-    return result
-
-
-def encode_kdc_dh_key_info(value: KdcDhKeyInfo) -> bytes:
-    return encode_der(value, _KDC_DH_KEY_INFO)
-
-
-def decode_reply_key_pack(data: bytes) -> ReplyKeyPack:
-    result: ReplyKeyPack = decode_der(data, _REPLY_KEY_PACK)
-    return result
-
-
-def encode_reply_key_pack(value: ReplyKeyPack) -> bytes:
-    return encode_der(value, _REPLY_KEY_PACK)
-
-
-def decode_krb5_principal_name(data: bytes) -> Krb5PrincipalName:
-    """The id-pkinit-san otherName value (RFC 4556 §3.2.2)."""
-    result: Krb5PrincipalName = decode_der(data, _KRB5_PRINCIPAL_NAME)
-    return result
-
-
-def encode_krb5_principal_name(value: Krb5PrincipalName) -> bytes:
-    return encode_der(value, _KRB5_PRINCIPAL_NAME)
-
-
-def decode_td_dh_parameters(data: bytes) -> tuple[AlgorithmIdentifier, ...]:
-    result: tuple[AlgorithmIdentifier, ...] = decode_der(data, _TD_DH_PARAMETERS)
-    return result
-
-
-def encode_td_dh_parameters(value: tuple[AlgorithmIdentifier, ...]) -> bytes:
-    return encode_der(value, _TD_DH_PARAMETERS)
-
-
-def decode_td_trusted_certifiers(data: bytes) -> tuple[ExternalPrincipalIdentifier, ...]:
-    result: tuple[ExternalPrincipalIdentifier, ...] = decode_der(data, _TD_TRUSTED_CERTIFIERS)
-    return result
+    _verify_choice(value)
+    return _encode_pa_pk_as_rep(value)
 
 
 def encode_other_info(kdf_oid: str, client: Krb5PrincipalName, kdc: Krb5PrincipalName,
@@ -223,7 +166,7 @@ def encode_other_info(kdf_oid: str, client: Krb5PrincipalName, kdc: Krb5Principa
 
     `as_req` is the DER AS-REQ as received and `pk_as_rep` the DER PA-PK-AS-REP as sent.
     """
-    supp = encode_der(PkinitSuppPubInfo(enctype, as_req, pk_as_rep), _SUPP_PUB_INFO)
-    info = OtherInfo(AlgorithmIdentifier(kdf_oid, None), encode_krb5_principal_name(client),
-                     encode_krb5_principal_name(kdc), supp, None)
-    return encode_der(info, _OTHER_INFO)
+    supp = _encode_supp_pub_info(PkinitSuppPubInfo(enctype, as_req, pk_as_rep))
+    return _encode_other_info(OtherInfo(AlgorithmIdentifier(kdf_oid, None),
+                                        encode_krb5_principal_name(client),
+                                        encode_krb5_principal_name(kdc), supp, None))

@@ -5,7 +5,7 @@ from datetime import datetime
 
 from common.errors import MalformedMessage
 from common.messages.asn1 import rfc4120 as asn1
-from common.messages.base import asn1_type, decode_der, encode_der
+from common.messages.base import asn1_type, codec
 from common.messages.types import (
     AuthorizationDataEntry,
     EncryptedData,
@@ -43,25 +43,10 @@ class EncTicketPart:
     authorization_data: tuple[AuthorizationDataEntry, ...] | None
 
 
-_TICKET = asn1.Ticket()
-_ENC_TICKET_PART = asn1.EncTicketPart()
-
-
-def decode_ticket(data: bytes) -> Ticket:
-    ticket: Ticket = decode_der(data, _TICKET)
+def _verify_ticket(ticket: Ticket) -> None:
     if ticket.tkt_vno != TKT_VNO:
         raise MalformedMessage("BAD_TKT_VNO", f"tkt-vno {ticket.tkt_vno}")
-    return ticket
 
 
-def encode_ticket(ticket: Ticket) -> bytes:
-    return encode_der(ticket, _TICKET)
-
-
-def decode_enc_ticket_part(data: bytes) -> EncTicketPart:
-    result: EncTicketPart = decode_der(data, _ENC_TICKET_PART)
-    return result
-
-
-def encode_enc_ticket_part(part: EncTicketPart) -> bytes:
-    return encode_der(part, _ENC_TICKET_PART)
+decode_ticket, encode_ticket = codec(asn1.Ticket, Ticket, _verify_ticket)
+decode_enc_ticket_part, encode_enc_ticket_part = codec(asn1.EncTicketPart, EncTicketPart)

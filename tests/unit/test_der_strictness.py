@@ -20,10 +20,13 @@ from common.messages.kdc_req import decode_as_req, decode_tgs_req
 from common.messages.krb_error import decode_krb_error
 from common.messages.padata import (
     PaEncTsEnc,
+    PaPacRequest,
     decode_authorization_data,
     decode_pa_enc_ts_enc,
+    decode_pa_pac_request,
     encode_authorization_data,
     encode_pa_enc_ts_enc,
+    encode_pa_pac_request,
     flatten_authorization_data,
     wrap_if_relevant,
 )
@@ -109,3 +112,19 @@ def test_integers_are_minimal_in_both_codecs(value, contents):
     assert encode_der_reference(item, rfc4120.PA_DATA()) == expected
     assert decode_der(expected, rfc4120.PA_DATA()) == item
     assert decode_der_reference(expected, rfc4120.PA_DATA()) == item
+
+
+def test_boolean_is_a_boolean_and_der():
+    assert decode_pa_pac_request(bytes.fromhex("3005a0030101ff")) == PaPacRequest(True)
+    assert decode_pa_pac_request(bytes.fromhex("3005a003010100")).include_pac is False
+    for bad in ("3005a003010101", "3006a00401020000", "3003a00101"):
+        with pytest.raises(MalformedMessage):
+            decode_pa_pac_request(bytes.fromhex(bad))
+    assert encode_pa_pac_request(PaPacRequest(True)) == bytes.fromhex("3005a0030101ff")
+
+
+def test_years_before_1000_keep_four_digits():
+    when = datetime(26, 11, 22, 22, 45, 26, tzinfo=UTC)
+    data = encode_pa_enc_ts_enc(PaEncTsEnc(when, None))
+    assert b"00261122224526Z" in data
+    assert decode_pa_enc_ts_enc(data).patimestamp == when

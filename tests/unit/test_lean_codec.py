@@ -31,9 +31,10 @@ from common.messages.base import (
     encode_der_reference,
 )
 from common.messages.der import read_header
-from tests.conftest import MIT_FIXTURES
+from tests.conftest import MIT_FIXTURES, fuzz_examples
+from tests.strategies import mutated
 
-EXAMPLES = 600
+EXAMPLES = fuzz_examples(600)
 LIST_SCHEMAS = [rfc4120.METHOD_DATA, rfc4120.TYPED_DATA, rfc4120.ETYPE_INFO2,
                 rfc4120.AuthorizationData, rfc4120.HostAddresses, rfc4120.LastReq,
                 rfc4556.TD_DH_PARAMETERS, rfc4556.TD_TRUSTED_CERTIFIERS,
@@ -108,32 +109,13 @@ def test_valid_seeds_agree(name):
         assert accepted, name
 
 
-@st.composite
-def mutated(draw, seeds):
-    data = bytearray(draw(st.sampled_from(seeds)))
-    for _ in range(draw(st.integers(1, 3))):
-        if not data:
-            break
-        pos = draw(st.integers(0, len(data) - 1))
-        action = draw(st.sampled_from(["flip", "cut", "insert", "byte"]))
-        if action == "flip":
-            data[pos] ^= 1 << draw(st.integers(0, 7))
-        elif action == "cut":
-            del data[pos:]
-        elif action == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=4))
-        else:
-            data[pos] = draw(st.sampled_from([0x00, 0x01, 0x30, 0x7F, 0x80, 0x81, 0xA0, 0xFF]))
-    return bytes(data)
-
-
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
 def test_fuzzed_bytes_agree(name):
     schema = SCHEMAS[name]
 
     @settings(max_examples=EXAMPLES, deadline=2000, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-    @given(mutated(seeds_for(schema)) | st.binary(max_size=64))
+    @given(mutated(seeds_for(schema), max_edits=3) | st.binary(max_size=64))
     def check(data):
         assert_same(schema, data)
 
