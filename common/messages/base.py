@@ -1,9 +1,13 @@
-"""The one place that turns DER bytes into frozen dataclasses and back (via pyasn1).
+"""The one place that turns DER bytes into frozen dataclasses and back.
 
-Strict decoding: pyasn1's DER decoder is lenient (it accepts, for example, non-minimal lengths),
-so every decode re-encodes the parsed value and requires the very same bytes back. The result
-is that a decoded message re-encodes byte-identically, and the re-encoded KDC-REQ-BODY *is* the
-received body. Any failure becomes one MalformedMessage.
+Two codecs share the pyasn1 schemas of common/messages/asn1/:
+- `decode_der`/`encode_der` use the lean codec (common/messages/der.py), compiled once per
+  schema, DER-strict on its own. This is what every `decode_*`/`encode_*` function calls.
+- `decode_der_reference`/`encode_der_reference` go through pyasn1: decode, re-encode, require
+  the very same bytes (pyasn1's decoder alone is lenient, e.g. on non-minimal lengths), with two
+  pyasn1 encoder defects corrected below. It is the reference the lean codec is tested against.
+Either way a decoded message re-encodes byte-identically, so the re-encoded KDC-REQ-BODY *is*
+the received body, and any defect becomes one MalformedMessage.
 
 Mapping: each message dataclass is registered against its pyasn1 schema with `@asn1_type`; its
 fields are the schema's component names in snake case ("kdc-options" -> kdc_options,
