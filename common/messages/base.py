@@ -20,7 +20,6 @@ import keyword
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pyasn1.codec.ber import encoder as ber_encoder
@@ -31,6 +30,11 @@ from pyasn1.type import base, char, tag, univ, useful
 
 from common.errors import MalformedMessage
 from common.messages.der import Compiler, integer_contents, raw_tlv
+from common.messages.primitives import (
+    KerberosFlags,
+    format_kerberos_time,
+    parse_kerberos_time,
+)
 
 T = TypeVar("T")
 
@@ -55,20 +59,6 @@ def application(number: int) -> tag.TagSet:
     """The `[APPLICATION number]` explicit tag set of a SEQUENCE (RFC 4120 messages)."""
     return univ.Sequence.tagSet.tagExplicitly(
         tag.Tag(tag.tagClassApplication, tag.tagFormatConstructed, number))
-
-
-class KerberosFlags(univ.BitString):
-    """RFC 4120 §5.2.8 KerberosFlags: a BIT STRING sent as 32 bits; Python value is an int."""
-
-
-class KerberosString(char.GeneralString):
-    """RFC 4120 §5.2.1 KerberosString; telekey reads and writes it as UTF-8 (as MIT does)."""
-
-    encoding = "utf-8"
-
-
-class KerberosTime(useful.GeneralizedTime):
-    """RFC 4120 §5.2.3 KerberosTime: GeneralizedTime "YYYYMMDDHHMMSSZ", no fractions."""
 
 
 def snake_case(asn1_name: str) -> str:
@@ -119,26 +109,6 @@ def alias_schema(schema_cls: type, cls: type) -> None:
 
 
 # --- pyasn1 -> Python ----------------------------------------------------------------------
-
-
-def parse_kerberos_time(text: str) -> datetime:
-    """Parse the only KerberosTime form DER allows (RFC 4120 §5.2.3)."""
-    if len(text) != 15 or text[-1] != "Z" or not text[:14].isdigit():
-        raise MalformedMessage("BAD_TIME", repr(text))
-    try:
-        return datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]),
-                        int(text[10:12]), int(text[12:14]), tzinfo=UTC)
-    except ValueError as exc:
-        raise MalformedMessage("BAD_TIME", repr(text)) from exc
-
-
-def format_kerberos_time(when: datetime) -> str:
-    """KerberosTime text for an aware datetime (converted to UTC, fractions dropped)."""
-    if when.tzinfo is None:
-        raise TypeError("KerberosTime needs an aware datetime")
-    t = when.astimezone(UTC)
-    # Not strftime: glibc writes year 26 as "26", not "0026".
-    return f"{t.year:04d}{t.month:02d}{t.day:02d}{t.hour:02d}{t.minute:02d}{t.second:02d}Z"
 
 
 def to_python(obj: Any) -> Any:

@@ -14,6 +14,7 @@ from typing import Any
 from pyasn1.type import base, char, univ, useful
 
 from common.errors import MalformedMessage
+from common.messages.primitives import KerberosFlags, format_kerberos_time, parse_kerberos_time
 
 Decoder = Callable[[bytes, int, int], tuple[Any, int]]  # (data, pos, end) -> (value, new pos)
 Encoder = Callable[[Any], bytes]
@@ -141,8 +142,6 @@ def _text_from(encoding: str) -> Callable[[bytes, int, int], str]:
 
 
 def _time_from(data: bytes, start: int, end: int) -> Any:
-    from common.messages.base import parse_kerberos_time
-
     return parse_kerberos_time(_text_from("ascii")(data, start, end))
 
 
@@ -253,8 +252,6 @@ class Compiler:
         if isinstance(schema, univ.OctetString):
             return lambda data, start, end: data[start:end]
         if isinstance(schema, univ.BitString):
-            from common.messages.base import KerberosFlags
-
             return _flags_from if isinstance(schema, KerberosFlags) else _bitstring_bytes_from
         if isinstance(schema, univ.ObjectIdentifier):
             return _oid_from
@@ -384,8 +381,6 @@ class Compiler:
         if isinstance(schema, univ.Integer):
             return integer_contents
         if isinstance(schema, useful.GeneralizedTime):
-            from common.messages.base import format_kerberos_time
-
             return lambda when: format_kerberos_time(when).encode("ascii")
         if isinstance(schema, char.AbstractCharacterString):
             encoding = schema.encoding
@@ -393,8 +388,6 @@ class Compiler:
         if isinstance(schema, univ.OctetString):
             return bytes
         if isinstance(schema, univ.BitString):
-            from common.messages.base import KerberosFlags
-
             if isinstance(schema, KerberosFlags):
                 return lambda flags: b"\x00" + flags.to_bytes(4, "big")
             return lambda raw: b"\x00" + raw

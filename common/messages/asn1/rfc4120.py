@@ -3,8 +3,9 @@ encrypted-pa-data field of EncKDCRepPart and the MS-KILE KERB-PA-PAC-REQUEST."""
 
 from pyasn1.type import namedtype, univ
 
-from common.messages.base import KerberosFlags, KerberosString, KerberosTime, application
+from common.messages.base import application
 from common.messages.base import explicit as x
+from common.messages.primitives import KerberosFlags, KerberosString, KerberosTime
 
 NT = namedtype.NamedType
 OPT = namedtype.OptionalNamedType

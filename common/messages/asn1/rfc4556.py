@@ -6,8 +6,9 @@ from pyasn1.type import namedtype, univ
 from pyasn1_modules.rfc5280 import AlgorithmIdentifier, SubjectPublicKeyInfo
 
 from common.messages.asn1.rfc4120 import Checksum, EncryptionKey, Int32, PrincipalName, Realm
-from common.messages.base import KerberosTime, implicit
 from common.messages.base import explicit as x
+from common.messages.base import implicit
+from common.messages.primitives import KerberosTime
 
 NT = namedtype.NamedType
 OPT = namedtype.OptionalNamedType

@@ -1,0 +1,41 @@
+"""RFC 4120 §5.2 primitive types as pyasn1 schemas, and the one KerberosTime format."""
+
+from datetime import UTC, datetime
+
+from pyasn1.type import char, univ, useful
+
+from common.errors import MalformedMessage
+
+
+class KerberosFlags(univ.BitString):
+    """RFC 4120 §5.2.8 KerberosFlags: a BIT STRING sent as 32 bits; Python value is an int."""
+
+
+class KerberosString(char.GeneralString):
+    """RFC 4120 §5.2.1 KerberosString; telekey reads and writes it as UTF-8 (as MIT does)."""
+
+    encoding = "utf-8"
+
+
+class KerberosTime(useful.GeneralizedTime):
+    """RFC 4120 §5.2.3 KerberosTime: GeneralizedTime "YYYYMMDDHHMMSSZ", no fractions."""
+
+
+def parse_kerberos_time(text: str) -> datetime:
+    """Parse the only KerberosTime form DER allows (RFC 4120 §5.2.3)."""
+    if len(text) != 15 or text[-1] != "Z" or not text[:14].isdigit():
+        raise MalformedMessage("BAD_TIME", repr(text))
+    try:
+        return datetime(int(text[0:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]),
+                        int(text[10:12]), int(text[12:14]), tzinfo=UTC)
+    except ValueError as exc:
+        raise MalformedMessage("BAD_TIME", repr(text)) from exc
+
+
+def format_kerberos_time(when: datetime) -> str:
+    """KerberosTime text for an aware datetime (converted to UTC, fractions dropped)."""
+    if when.tzinfo is None:
+        raise TypeError("KerberosTime needs an aware datetime")
+    t = when.astimezone(UTC)
+    # Not strftime: glibc writes year 26 as "26", not "0026".
+    return f"{t.year:04d}{t.month:02d}{t.day:02d}{t.hour:02d}{t.minute:02d}{t.second:02d}Z"
