@@ -31,6 +31,7 @@ from pyasn1.type import base, char, tag, univ, useful
 from common.errors import MalformedMessage
 from common.messages.der import Compiler, integer_contents, raw_tlv
 from common.messages.primitives import (
+    FLAGS_BITS,
     KerberosFlags,
     format_kerberos_time,
     parse_kerberos_time,
@@ -137,7 +138,9 @@ def to_python(obj: Any) -> Any:
     if isinstance(obj, univ.OctetString):
         return obj.asOctets()
     if isinstance(obj, KerberosFlags):
-        return int(obj) << (32 - len(obj)) if len(obj) <= 32 else int(obj) >> (len(obj) - 32)
+        if len(obj) != FLAGS_BITS:
+            raise MalformedMessage("BAD_FLAGS_LENGTH", f"{len(obj)} bits")
+        return int(obj)
     if isinstance(obj, univ.BitString):
         return obj.asOctets()
     if isinstance(obj, univ.ObjectIdentifier):

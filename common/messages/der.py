@@ -14,7 +14,12 @@ from typing import Any
 from pyasn1.type import base, char, univ, useful
 
 from common.errors import MalformedMessage
-from common.messages.primitives import KerberosFlags, format_kerberos_time, parse_kerberos_time
+from common.messages.primitives import (
+    FLAGS_BITS,
+    KerberosFlags,
+    format_kerberos_time,
+    parse_kerberos_time,
+)
 
 Decoder = Callable[[bytes, int, int], tuple[Any, int]]  # (data, pos, end) -> (value, new pos)
 Encoder = Callable[[Any], bytes]
@@ -91,7 +96,9 @@ def _bits_from(data: bytes, start: int, end: int) -> tuple[int, int]:
 
 def _flags_from(data: bytes, start: int, end: int) -> int:
     value, nbits = _bits_from(data, start, end)
-    return value << (32 - nbits) if nbits <= 32 else value >> (nbits - 32)
+    if nbits != FLAGS_BITS:
+        raise _bad("BAD_FLAGS_LENGTH", start)
+    return value
 
 
 def _bitstring_bytes_from(data: bytes, start: int, end: int) -> bytes:

@@ -6,9 +6,15 @@ from pyasn1.type import char, univ, useful
 
 from common.errors import MalformedMessage
 
+FLAGS_BITS = 32
+
 
 class KerberosFlags(univ.BitString):
-    """RFC 4120 §5.2.8 KerberosFlags: a BIT STRING sent as 32 bits; Python value is an int."""
+    """RFC 4120 §5.2.8 KerberosFlags, BIT STRING (SIZE (32..MAX)); Python value is an int.
+
+    telekey accepts exactly 32 bits, what every implementation sends: a longer string could not
+    be re-encoded byte-identically from the int, and checksums over received bodies need that.
+    """
 
 
 class KerberosString(char.GeneralString):

@@ -8,6 +8,7 @@ import pytest
 from common.codes import MessageType
 from common.errors import MalformedMessage
 from common.messages.ap_rep import ApRep, decode_ap_rep, encode_ap_rep
+from common.messages.ap_req import decode_ap_req
 from common.messages.asn1 import rfc4120
 from common.messages.base import (
     decode_der,
@@ -128,3 +129,25 @@ def test_years_before_1000_keep_four_digits():
     data = encode_pa_enc_ts_enc(PaEncTsEnc(when, None))
     assert b"00261122224526Z" in data
     assert decode_pa_enc_ts_enc(data).patimestamp == when
+
+
+@pytest.mark.parametrize("bits", ["03050120000000", "0306000000000000", "030400000000"])
+def test_flags_other_than_32_bits_rejected(bits):
+    """31, 40 and 24 bits: RFC 4120 says 32..MAX, telekey takes exactly 32 (docs/protocol.md)."""
+    good = encode_ap_req_with_flags("03050020000000")
+    assert decode_ap_req(good).ap_options == 0x20000000
+    with pytest.raises(MalformedMessage) as err:
+        decode_ap_req(encode_ap_req_with_flags(bits))
+    assert err.value.status == "BAD_FLAGS_LENGTH"
+
+
+def encode_ap_req_with_flags(flags_tlv: str) -> bytes:
+    """MIT's AP-REQ with its ap-options BIT STRING replaced (lengths fixed up)."""
+    original = (MIT_FIXTURES / "apreq_sc1.der").read_bytes()
+    old = bytes.fromhex("a20703050020000000")
+    assert old in original
+    new_tlv = bytes.fromhex(flags_tlv)
+    new = bytes([0xA2, len(new_tlv)]) + new_tlv
+    inner = original[8:].replace(old, new)  # after 6e 82 xx xx 30 82 xx xx
+    seq = b"\x30\x82" + len(inner).to_bytes(2, "big") + inner
+    return b"\x6e\x82" + len(seq).to_bytes(2, "big") + seq
