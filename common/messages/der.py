@@ -125,7 +125,8 @@ def _oid_from(data: bytes, start: int, end: int) -> str:
     return ".".join(str(a) for a in head + arcs[1:])
 
 
-def _oid_to(text: str) -> bytes:
+def oid_contents(text: str) -> bytes:
+    """The contents octets of an OBJECT IDENTIFIER (X.690 §8.19)."""
     arcs = [int(a) for a in text.split(".")]
     out = bytearray()
     for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
@@ -399,7 +400,7 @@ class Compiler:
                 return lambda flags: b"\x00" + flags.to_bytes(4, "big")
             return lambda raw: b"\x00" + raw
         if isinstance(schema, univ.ObjectIdentifier):
-            return _oid_to
+            return oid_contents
         if isinstance(schema, univ.Any):
             return bytes
         raise TypeError(f"lean codec cannot compile {type(schema).__name__}")

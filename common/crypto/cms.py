@@ -1,0 +1,222 @@
+"""CMS SignedData signing and verification (RFC 5652 §5) for PKINIT (RFC 4556 §3.2.1,
+§3.2.3): RSA PKCS#1 v1.5 with SHA-1/224/256/384/512 and ECDSA, with signed attributes
+(content-type and message-digest) as MIT and Heimdal send them.
+
+Chain validation and certificate policy are the KDC's business; this module answers only "did
+the holder of this certificate sign this content?".
+"""
+
+import hashlib
+import hmac
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from cryptography import x509
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from common.codes import ErrorCode
+from common.errors import KerberosError
+from common.messages.cms import (
+    ID_CONTENT_TYPE,
+    ID_MESSAGE_DIGEST,
+    AlgorithmIdentifier,
+    Attribute,
+    EncapsulatedContentInfo,
+    IssuerAndSerialNumber,
+    SignedData,
+    SignerIdentifier,
+    SignerInfo,
+    encode_signed_attributes,
+    encode_signed_data,
+)
+from common.messages.der import encode_length, oid_contents
+
+# Digest OIDs and RSA/ECDSA signature OIDs (RFC 3370, RFC 4055, RFC 5758).
+DIGESTS = {
+    "1.3.14.3.2.26": "sha1",
+    "2.16.840.1.101.3.4.2.4": "sha224",
+    "2.16.840.1.101.3.4.2.1": "sha256",
+    "2.16.840.1.101.3.4.2.2": "sha384",
+    "2.16.840.1.101.3.4.2.3": "sha512",
+}
+DIGEST_OIDS = {name: oid for oid, name in DIGESTS.items()}
+RSA_ENCRYPTION = "1.2.840.113549.1.1.1"
+RSA_WITH = {"sha1": "1.2.840.113549.1.1.5", "sha224": "1.2.840.113549.1.1.14",
+            "sha256": "1.2.840.113549.1.1.11", "sha384": "1.2.840.113549.1.1.12",
+            "sha512": "1.2.840.113549.1.1.13"}
+ECDSA_WITH = {"sha1": "1.2.840.10045.4.1", "sha224": "1.2.840.10045.4.3.1",
+              "sha256": "1.2.840.10045.4.3.2", "sha384": "1.2.840.10045.4.3.3",
+              "sha512": "1.2.840.10045.4.3.4"}
+_RSA_SIG = {oid: name for name, oid in RSA_WITH.items()}
+_ECDSA_SIG = {oid: name for name, oid in ECDSA_WITH.items()}
+_HASHES: dict[str, Callable[[], hashes.HashAlgorithm]] = {
+    "sha1": hashes.SHA1, "sha224": hashes.SHA224, "sha256": hashes.SHA256,
+    "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+_DER_NULL = b"\x05\x00"
+
+
+class InvalidSignatureError(KerberosError):
+    """RFC 4556 §3.2.2: the CMS signature does not verify."""
+
+    code = ErrorCode.KDC_ERR_INVALID_SIG
+
+
+class DigestNotAccepted(KerberosError):
+    """RFC 4556 §3.2.2: a digest algorithm in the SignedData is not accepted."""
+
+    code = ErrorCode.KDC_ERR_DIGEST_IN_SIGNED_DATA_NOT_ACCEPTED
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    """A signing key and its certificate chain (leaf first). A PKCS#11-backed signer provides
+    the same `sign` callable; nothing here needs the private key bytes."""
+
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    sign: Callable[[bytes, str], bytes]  # (data, digest name) -> signature
+    signature_oids: dict[str, str]  # digest name -> signature algorithm OID
+
+
+def file_signer(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
+                certificate: x509.Certificate,
+                chain: tuple[x509.Certificate, ...] = ()) -> Signer:
+    """A Signer over an in-memory private key (the KDC's key from a file)."""
+    if isinstance(key, rsa.RSAPrivateKey):
+        rsa_key = key
+
+        def sign_rsa(data: bytes, digest: str) -> bytes:
+            return rsa_key.sign(data, padding.PKCS1v15(), _HASHES[digest]())
+
+        return Signer(certificate, chain, sign_rsa, RSA_WITH)
+    ec_key = key
+
+    def sign_ec(data: bytes, digest: str) -> bytes:
+        return ec_key.sign(data, ec.ECDSA(_HASHES[digest]()))
+
+    return Signer(certificate, chain, sign_ec, ECDSA_WITH)
+
+
+def certificates_in(signed: SignedData) -> list[x509.Certificate]:
+    """The X.509 certificates carried in the SignedData (others, e.g. attribute certs, skipped)."""
+    found = []
+    for der in signed.certificates or ():
+        if der[:1] != b"\x30":
+            continue
+        try:
+            found.append(x509.load_der_x509_certificate(der))
+        except ValueError as exc:
+            raise InvalidSignatureError("BAD_CERTIFICATE", str(exc)) from exc
+    return found
+
+
+def _sid_matches(sid: SignerIdentifier, cert: x509.Certificate) -> bool:
+    if sid.issuer_and_serial_number is not None:
+        ias = sid.issuer_and_serial_number
+        return (ias.serial_number == cert.serial_number and
+                ias.issuer == cert.issuer.public_bytes())
+    try:
+        ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return False
+    return sid.subject_key_identifier == ski
+
+
+def signer_certificate(signed: SignedData,
+                       extra: list[x509.Certificate] | None = None) -> x509.Certificate:
+    """The certificate of the (single) signer, found in the SignedData or in `extra`."""
+    if len(signed.signer_infos) != 1:
+        raise InvalidSignatureError("SIGNER_COUNT", f"{len(signed.signer_infos)} signers")
+    sid = signed.signer_infos[0].sid
+    for cert in certificates_in(signed) + list(extra or []):
+        if _sid_matches(sid, cert):
+            return cert
+    raise InvalidSignatureError("SIGNER_NOT_FOUND", "no certificate matches the signer")
+
+
+def verify_signed_data(signed: SignedData, certificate: x509.Certificate,
+                       accepted_digests: frozenset[str] = frozenset(DIGESTS.values())) -> bytes:
+    """Verify the single signer of `signed` against `certificate`; return the eContent.
+
+    With signed attributes, content-type must equal eContentType and message-digest must equal
+    the digest of eContent, and the signature covers the DER SET OF attributes; without them
+    it covers eContent itself (RFC 5652 §5.4).
+    """
+    if len(signed.signer_infos) != 1:
+        raise InvalidSignatureError("SIGNER_COUNT", f"{len(signed.signer_infos)} signers")
+    info = signed.signer_infos[0]
+    content = signed.encap_content_info.e_content
+    if content is None:
+        raise InvalidSignatureError("NO_CONTENT", "detached content")
+    digest = DIGESTS.get(info.digest_algorithm.algorithm)
+    if digest is None or digest not in accepted_digests:
+        raise DigestNotAccepted("DIGEST_NOT_ACCEPTED", info.digest_algorithm.algorithm)
+    if info.signed_attrs is not None:
+        attrs = {a.attr_type: a.attr_values for a in info.signed_attrs}
+        content_type = attrs.get(ID_CONTENT_TYPE, ())
+        message_digest = attrs.get(ID_MESSAGE_DIGEST, ())
+        expected_type = _tlv(0x06, oid_contents(signed.encap_content_info.e_content_type))
+        if content_type != (expected_type,):
+            raise InvalidSignatureError("CONTENT_TYPE_MISMATCH")
+        expected_digest = _tlv(0x04, hashlib.new(digest, content).digest())
+        if len(message_digest) != 1 or not hmac.compare_digest(message_digest[0],
+                                                               expected_digest):
+            raise InvalidSignatureError("MESSAGE_DIGEST_MISMATCH")
+        signed_bytes = encode_signed_attributes(info.signed_attrs)
+    else:
+        signed_bytes = content
+    _verify(certificate, info.signature_algorithm.algorithm, digest, info.signature, signed_bytes)
+    return content
+
+
+def _verify(cert: x509.Certificate, algorithm: str, digest: str, signature: bytes,
+            data: bytes) -> None:
+    key = cert.public_key()
+    try:
+        if isinstance(key, rsa.RSAPublicKey) and (algorithm == RSA_ENCRYPTION or
+                                                  _RSA_SIG.get(algorithm) == digest):
+            key.verify(signature, data, padding.PKCS1v15(), _HASHES[digest]())
+        elif isinstance(key, ec.EllipticCurvePublicKey) and _ECDSA_SIG.get(algorithm) == digest:
+            key.verify(signature, data, ec.ECDSA(_HASHES[digest]()))
+        else:
+            raise InvalidSignatureError("SIGNATURE_ALGORITHM", algorithm)
+    except InvalidSignature as exc:
+        raise InvalidSignatureError("BAD_SIGNATURE") from exc
+
+
+def _tlv(tag: int, contents: bytes) -> bytes:
+    return bytes((tag,)) + encode_length(len(contents)) + contents
+
+
+def sign_signed_data(content_type: str, content: bytes, signer: Signer,
+                     digest: str = "sha256") -> bytes:
+    """DER ContentInfo(SignedData) over `content`, signed attributes included, the signer's
+    chain in `certificates` (RFC 4556 §3.2.3.1 dhSignedData, §3.2.3.2 ReplyKeyPack)."""
+    attrs = (
+        Attribute(ID_CONTENT_TYPE, (_tlv(0x06, oid_contents(content_type)),)),
+        Attribute(ID_MESSAGE_DIGEST, (_tlv(0x04, hashlib.new(digest, content).digest()),)),
+    )
+    signature = signer.sign(encode_signed_attributes(attrs), digest)
+    cert = signer.certificate
+    info = SignerInfo(
+        version=1,
+        sid=SignerIdentifier(IssuerAndSerialNumber(cert.issuer.public_bytes(),
+                                                   cert.serial_number), None),
+        digest_algorithm=AlgorithmIdentifier(DIGEST_OIDS[digest], None),
+        signed_attrs=attrs,
+        signature_algorithm=AlgorithmIdentifier(
+            signer.signature_oids[digest],
+            _DER_NULL if signer.signature_oids is RSA_WITH else None),
+        signature=signature,
+        unsigned_attrs=None)
+    signed = SignedData(
+        version=3,  # eContentType is not id-data (RFC 5652 §5.1)
+        digest_algorithms=(AlgorithmIdentifier(DIGEST_OIDS[digest], None),),
+        encap_content_info=EncapsulatedContentInfo(content_type, content),
+        certificates=tuple(c.public_bytes(Encoding.DER) for c in (cert, *signer.chain)),
+        crls=None,
+        signer_infos=(info,))
+    return encode_signed_data(signed)
