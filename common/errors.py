@@ -11,10 +11,11 @@ class KerberosError(Exception):
 
     code: ClassVar[ErrorCode] = ErrorCode.KRB_ERR_GENERIC
 
-    def __init__(self, status: str, detail: str = "") -> None:
+    def __init__(self, status: str, detail: str = "", *, e_data: bytes | None = None) -> None:
         super().__init__(f"{status}: {detail}" if detail else status)
         self.status = status  # stable tag for logs and e-text, e.g. "CLIENT_NOT_FOUND"
         self.detail = detail  # logs only; never sent to the peer
+        self.e_data = e_data  # KRB-ERROR e-data, e.g. METHOD-DATA with PREAUTH_REQUIRED
 
 
 class MalformedMessage(KerberosError):

@@ -50,6 +50,7 @@ def error_reply(exc: BaseException, *, realm: str, sname: PrincipalName, now: da
     if isinstance(exc, KerberosError):
         code = int(exc.code)
         text = None if vague_errors else exc.status
+        e_data = e_data if e_data is not None else exc.e_data
     else:
         code = int(ErrorCode.KRB_ERR_GENERIC)
         text = "INTERNAL"

@@ -6,6 +6,9 @@ paChecksum2."""
 from dataclasses import dataclass
 from datetime import datetime
 
+from pyasn1.type import univ
+from pyasn1_modules import rfc3279
+
 from common.messages.asn1 import rfc4556 as asn1
 from common.messages.base import asn1_type, codec
 from common.messages.cms import AlgorithmIdentifier, SubjectPublicKeyInfo
@@ -170,3 +173,33 @@ def encode_other_info(kdf_oid: str, client: Krb5PrincipalName, kdc: Krb5Principa
     return _encode_other_info(OtherInfo(AlgorithmIdentifier(kdf_oid, None),
                                         encode_krb5_principal_name(client),
                                         encode_krb5_principal_name(kdc), supp, None))
+
+
+# --- DH public values (RFC 3279 §2.3.3, RFC 4556 §3.2.3.1) ---------------------------------
+
+
+@asn1_type(rfc3279.ValidationParms)
+@dataclass(frozen=True, slots=True)
+class ValidationParms:
+    seed: bytes
+    pgen_counter: int
+
+
+@asn1_type(rfc3279.DomainParameters)
+@dataclass(frozen=True, slots=True)
+class DomainParameters:
+    """RFC 3279 §2.3.3 DomainParameters: the parameters of a dhpublicnumber SPKI."""
+
+    p: int
+    g: int
+    q: int
+    j: int | None
+    validation_parms: ValidationParms | None
+
+
+decode_domain_parameters, encode_domain_parameters = codec(rfc3279.DomainParameters,
+                                                           DomainParameters)
+# A DH public value travels as a DER INTEGER inside the SPKI / KDCDHKeyInfo BIT STRING.
+decode_dh_public_value, encode_dh_public_value = codec(univ.Integer, int)
+# An ECDH SPKI's parameters are the namedCurve OBJECT IDENTIFIER (RFC 5480 §2.1.1).
+decode_named_curve, encode_named_curve = codec(univ.ObjectIdentifier, str)

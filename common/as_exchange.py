@@ -1,0 +1,282 @@
+"""The KDC side of the AS exchange with PKINIT (RFC 4120 §3.1, RFC 4556 §3.2, RFC 5349,
+RFC 8636). No I/O: bytes in, bytes out or a KerberosError, with time and randomness passed in.
+
+Steps, in the order errors are reported: decode; realm and principals; PKINIT padata present
+(else PREAUTH_REQUIRED advertising PA-PK-AS-REQ); CMS SignedData signer certificate chains to
+an anchor (70/71), carries the client EKU (77) and an id-pkinit-san equal to the requested
+client (75); the signature verifies (64); the PKAuthenticator's ctime is within the skew (37,
+with stime), its nonce is the request's and its paChecksum is SHA-1 of the received
+KDC-REQ-BODY (79 when missing, 41 when wrong); the DH group is one we accept (65 with
+TD-DH-PARAMETERS). Then the KDC's DH half is signed into the reply, the reply key derived (RFC
+8636 KDF when the client offers one, else octetstring2key) and the ticket issued.
+"""
+
+import hashlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from cryptography import x509
+
+from common.codes import (
+    ErrorCode,
+    KdcOptions,
+    KeyUsage,
+    MessageType,
+    NameType,
+    PaDataType,
+    TicketFlags,
+    TypedDataType,
+)
+from common.crypto.cms import (
+    Signer,
+    certificates_in,
+    sign_signed_data,
+    signer_certificate,
+    verify_signed_data,
+)
+from common.crypto.dh import generate_dh, generate_ecdh, identify_group, known_groups
+from common.crypto.keys import Key
+from common.crypto.pkinit_kdf import KDF_HASHES, octetstring2key, pkinit_kdf
+from common.errors import ClockSkew, KerberosError, MalformedMessage, ModifiedError
+from common.messages.cms import AlgorithmIdentifier, SignedData, decode_signed_data
+from common.messages.kdc_rep import encode_as_rep
+from common.messages.kdc_req import KdcReq, decode_as_req, encode_kdc_req_body
+from common.messages.krb_error import encode_method_data, encode_typed_data
+from common.messages.pkinit import (
+    DH_PUBLIC_NUMBER,
+    ID_EC_PUBLIC_KEY,
+    ID_PKINIT_AUTH_DATA,
+    ID_PKINIT_DHKEY_DATA,
+    AuthPack,
+    DhRepInfo,
+    DomainParameters,
+    KdcDhKeyInfo,
+    KdfAlgorithmId,
+    Krb5PrincipalName,
+    PaPkAsRep,
+    decode_auth_pack,
+    decode_dh_public_value,
+    decode_domain_parameters,
+    decode_named_curve,
+    decode_pa_pk_as_req,
+    encode_dh_public_value,
+    encode_domain_parameters,
+    encode_kdc_dh_key_info,
+    encode_other_info,
+    encode_pa_pk_as_rep,
+    encode_td_dh_parameters,
+)
+from common.messages.types import PaData, PrincipalName, TypedDataEntry, find_padata
+from common.pki import pkinit_san_names, verify_chain, verify_client_eku
+from common.tickets import (
+    PrincipalEntry,
+    PrincipalUnknown,
+    ServerUnknown,
+    build_kdc_rep,
+    choose_enctype,
+    issue_ticket,
+)
+
+# The KDFs telekey offers, in its order of preference when the client lists several.
+KDF_PREFERENCE = ("1.3.6.1.5.2.3.6.2", "1.3.6.1.5.2.3.6.4", "1.3.6.1.5.2.3.6.3",
+                  "1.3.6.1.5.2.3.6.1")
+
+
+class PreauthRequired(KerberosError):
+    code = ErrorCode.KDC_ERR_PREAUTH_REQUIRED
+
+
+class PreauthFailed(KerberosError):
+    code = ErrorCode.KDC_ERR_PREAUTH_FAILED
+
+
+class WrongRealm(KerberosError):
+    code = ErrorCode.KDC_ERR_WRONG_REALM
+
+
+class ClientNameMismatch(KerberosError):
+    code = ErrorCode.KDC_ERR_CLIENT_NAME_MISMATCH
+
+
+class DhParametersNotAccepted(KerberosError):
+    code = ErrorCode.KDC_ERR_DH_KEY_PARAMETERS_NOT_ACCEPTED
+
+
+class PaChecksumMissing(KerberosError):
+    code = ErrorCode.KDC_ERR_PA_CHECKSUM_MUST_BE_INCLUDED
+
+
+class PublicKeyEncryptionNotSupported(KerberosError):
+    code = ErrorCode.KDC_ERR_PUBLIC_KEY_ENCRYPTION_NOT_SUPPORTED
+
+
+class PrincipalStore(Protocol):
+    """Looks principals up by name without realm ('krbtgt/EXAMPLE.TEST', 'phone1')."""
+
+    def get_principal(self, name: str) -> PrincipalEntry | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AsPolicy:
+    """What the AS exchange needs to know about the realm (built from the KDC's settings)."""
+
+    realm: str
+    anchors: tuple[x509.Certificate, ...]
+    kdc_signer: Signer
+    max_skew: timedelta = timedelta(minutes=5)
+    min_dh_bits: int = 2048
+    enctypes: tuple[int, ...] = (20, 18, 19, 17)
+    default_lifetime: timedelta = timedelta(hours=10)
+    require_client_eku: bool = True
+
+
+def principal_text(name: PrincipalName) -> str:
+    return "/".join(name.name_string)
+
+
+def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, now: datetime,
+                  random: Callable[[int], bytes] = os.urandom) -> bytes:
+    """Process one AS-REQ; return the DER AS-REP or raise a KerberosError for the edge."""
+    req = decode_as_req(data)
+    body = req.req_body
+    if body.realm != policy.realm:
+        raise WrongRealm("WRONG_REALM", body.realm)
+    if body.cname is None or body.sname is None:
+        raise MalformedMessage("MISSING_NAME", "AS-REQ without cname or sname")
+    client = principals.get_principal(principal_text(body.cname))
+    if client is None:
+        raise PrincipalUnknown("CLIENT_NOT_FOUND", principal_text(body.cname))
+    server = principals.get_principal(principal_text(body.sname))
+    if server is None:
+        raise ServerUnknown("SERVER_NOT_FOUND", principal_text(body.sname))
+    pa = find_padata(req.padata, PaDataType.PA_PK_AS_REQ)
+    if pa is None:
+        methods = (PaData(PaDataType.PA_PK_AS_REQ, b""),)
+        raise PreauthRequired("PREAUTH_REQUIRED", e_data=encode_method_data(methods))
+
+    signed = decode_signed_data(decode_pa_pk_as_req(pa.padata_value).signed_auth_pack)
+    if signed.encap_content_info.e_content_type != ID_PKINIT_AUTH_DATA:
+        raise MalformedMessage("BAD_CONTENT_TYPE", signed.encap_content_info.e_content_type)
+    cert = _verify_client_certificate(signed, body.cname, policy, now)
+    auth_pack = decode_auth_pack(verify_signed_data(signed, cert))
+    _verify_pk_authenticator(auth_pack, req, policy, now)
+
+    reply_enctype = choose_enctype(req.req_body.etype, policy.enctypes)
+    pk_as_rep, reply_key = _dh_reply(auth_pack, req, data, reply_enctype, policy, random)
+
+    server_key = server.key_for(policy.enctypes)
+    if server_key is None:
+        raise ServerUnknown("SERVER_HAS_NO_KEY", server.name)
+    lifetime = server.max_life or policy.default_lifetime
+    endtime = now + lifetime
+    if body.till.year > 1970 and body.till < endtime:
+        endtime = body.till
+    flags = TicketFlags.INITIAL | TicketFlags.PRE_AUTHENT
+    if body.kdc_options & KdcOptions.FORWARDABLE:
+        flags |= TicketFlags.FORWARDABLE
+    session_enctype = choose_enctype(
+        body.etype, tuple(e for e in policy.enctypes if server.key_for((e,)) is not None)
+        or policy.enctypes)
+    issued = issue_ticket(
+        realm=policy.realm, cname=body.cname, crealm=policy.realm, sname=body.sname,
+        server_key=server_key, session_enctype=session_enctype, flags=flags,
+        authtime=now.replace(microsecond=0), endtime=endtime.replace(microsecond=0),
+        authorization_data=client.authorization_data or None, random=random)
+    rep = build_kdc_rep(msg_type=MessageType.KRB_AS_REP, issued=issued, nonce=body.nonce,
+                        reply_key=reply_key, reply_usage=KeyUsage.AS_REP_ENCPART,
+                        padata=(PaData(PaDataType.PA_PK_AS_REP, pk_as_rep),), now=now)
+    return encode_as_rep(rep)
+
+
+def _verify_client_certificate(signed: SignedData, cname: PrincipalName, policy: AsPolicy,
+                               now: datetime) -> x509.Certificate:
+    cert = signer_certificate(signed)
+    verify_chain(cert, certificates_in(signed), list(policy.anchors), now)
+    verify_client_eku(cert, require=policy.require_client_eku)
+    wanted = (policy.realm, cname.name_string)
+    if not any((n.realm, n.principal_name.name_string) == wanted
+               for n in pkinit_san_names(cert)):
+        raise ClientNameMismatch("CLIENT_NAME_MISMATCH", cert.subject.rfc4514_string())
+    return cert
+
+
+def _verify_pk_authenticator(auth_pack: AuthPack, req: KdcReq, policy: AsPolicy,
+                             now: datetime) -> None:
+    pk = auth_pack.pk_authenticator
+    if abs(pk.ctime - now) > policy.max_skew:
+        raise ClockSkew("CTIME_SKEW", f"ctime {pk.ctime.isoformat()}")
+    if pk.nonce != req.req_body.nonce:
+        raise PreauthFailed("NONCE_MISMATCH")
+    if pk.pa_checksum is None:
+        raise PaChecksumMissing("PA_CHECKSUM_MISSING")
+    # Strict DER: the re-encoded body is the received body (docs/protocol.md §1).
+    expected = hashlib.sha1(encode_kdc_req_body(req.req_body)).digest()
+    if pk.pa_checksum != expected:
+        raise ModifiedError("PA_CHECKSUM_MISMATCH")
+
+
+def _accepted_dh_parameters(policy: AsPolicy) -> bytes:
+    """TD-DH-PARAMETERS listing the groups we accept, smallest first (RFC 4556 §3.2.2)."""
+    groups = [g for g in known_groups() if policy.min_dh_bits <= g.bits <= 4096]
+    params = tuple(AlgorithmIdentifier(DH_PUBLIC_NUMBER, encode_domain_parameters(
+        DomainParameters(g.p, g.g, g.q, None, None))) for g in groups)
+    return encode_typed_data((TypedDataEntry(TypedDataType.TD_DH_PARAMETERS,
+                                             encode_td_dh_parameters(params)),))
+
+
+def _dh_reply(auth_pack: AuthPack, req: KdcReq, data: bytes, enctype: int, policy: AsPolicy,
+              random: Callable[[int], bytes]) -> tuple[bytes, Key]:
+    """(DER PA-PK-AS-REP, reply key) for the DH/ECDH key-delivery method."""
+    spki = auth_pack.client_public_value
+    if spki is None:
+        raise PublicKeyEncryptionNotSupported("RSA_KEY_TRANSPORT_NOT_YET")
+    if spki.algorithm.algorithm == DH_PUBLIC_NUMBER and spki.algorithm.parameters:
+        params = decode_domain_parameters(spki.algorithm.parameters)
+        group = identify_group(params.p, params.g)
+        if group is None or group.bits < policy.min_dh_bits:
+            raise DhParametersNotAccepted("DH_GROUP_NOT_ACCEPTED",
+                                          f"{params.p.bit_length()} bits",
+                                          e_data=_accepted_dh_parameters(policy))
+        ours = generate_dh(group)
+        try:
+            secret = ours.shared_secret(decode_dh_public_value(spki.subject_public_key))
+        except ValueError as exc:
+            raise PreauthFailed("BAD_DH_PUBLIC_VALUE", str(exc)) from exc
+        our_public = encode_dh_public_value(ours.public_value)
+    elif spki.algorithm.algorithm == ID_EC_PUBLIC_KEY and spki.algorithm.parameters:
+        try:
+            ec_ours = generate_ecdh(decode_named_curve(spki.algorithm.parameters))
+            secret = ec_ours.shared_secret(spki.subject_public_key)
+        except ValueError as exc:
+            raise DhParametersNotAccepted("EC_CURVE_NOT_ACCEPTED", str(exc),
+                                          e_data=_accepted_dh_parameters(policy)) from exc
+        our_public = ec_ours.public_point
+    else:
+        raise DhParametersNotAccepted("KEY_AGREEMENT_NOT_ACCEPTED", spki.algorithm.algorithm,
+                                      e_data=_accepted_dh_parameters(policy))
+
+    key_info = KdcDhKeyInfo(our_public, auth_pack.pk_authenticator.nonce, None)
+    signed = sign_signed_data(ID_PKINIT_DHKEY_DATA, encode_kdc_dh_key_info(key_info),
+                              policy.kdc_signer)
+    server_nonce = random(32) if auth_pack.client_dh_nonce is not None else None
+    offered = [k.kdf_id for k in auth_pack.supported_kdfs or ()]
+    kdf = next((oid for oid in KDF_PREFERENCE if oid in offered and oid in KDF_HASHES), None)
+    pk_as_rep = encode_pa_pk_as_rep(PaPkAsRep(
+        DhRepInfo(signed, server_nonce, KdfAlgorithmId(kdf) if kdf else None), None))
+    if kdf is not None:
+        body = req.req_body
+        assert body.cname is not None and body.sname is not None  # checked by the caller
+        other_info = encode_other_info(
+            kdf, Krb5PrincipalName(body.realm, body.cname),
+            Krb5PrincipalName(body.realm, body.sname), enctype, data, pk_as_rep)
+        return pk_as_rep, pkinit_kdf(kdf, secret, other_info, enctype)
+    if auth_pack.client_dh_nonce is not None and server_nonce is not None:
+        secret += auth_pack.client_dh_nonce + server_nonce
+    return pk_as_rep, octetstring2key(secret, enctype)
+
+
+def krbtgt_name(realm: str) -> PrincipalName:
+    return PrincipalName(NameType.NT_SRV_INST, ("krbtgt", realm))
