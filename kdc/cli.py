@@ -1,20 +1,136 @@
-"""`telekey kdc ...` subcommands. The service itself is built under issue #3."""
+"""`telekey kdc run`, `telekey realm init` and `telekey principal add|list|del|ktadd`."""
+
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from pydantic import ValidationError
 
-HELP = (
-    "Kerberos KDC: PKINIT over TCP and UDP, tickets for signaling controllers."
-    " (Not built yet: issue #3.)"
-)
+from common.as_exchange import AsPolicy
+from common.codes import NameType
+from common.crypto import Key
+from common.crypto.cms import file_signer
+from common.keytab import KeytabEntry, decode_keytab, encode_keytab
+from common.log import configure
+from kdc.db import Database
+from kdc.settings import KdcSettings
+
+HELP = "Kerberos KDC: PKINIT over TCP and UDP, tickets for signaling controllers."
 app = typer.Typer(help=HELP, no_args_is_help=True)
+realm_app = typer.Typer(help="Create a realm's KDC database.", no_args_is_help=True)
+principal_app = typer.Typer(help="Manage principals in the KDC database.", no_args_is_help=True)
+
+DEFAULT_ENCTYPES = (20, 18, 19, 17)
+DbOption = Annotated[str, typer.Option("--db", help="SQLAlchemy URL of the KDC database.")]
+
+
+def load_certificates(paths: list[Path]) -> tuple[x509.Certificate, ...]:
+    return tuple(cert for path in paths for cert in x509.load_pem_x509_certificates(
+        path.read_bytes()))
+
+
+def build_policy(settings: KdcSettings) -> AsPolicy:
+    key = load_pem_private_key(settings.kdc_key_file.read_bytes(), None)
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise ValueError("the KDC key must be RSA or ECDSA")
+    cert = x509.load_pem_x509_certificate(settings.kdc_cert_file.read_bytes())
+    signer = file_signer(key, cert, load_certificates(settings.kdc_chain_files))
+    return AsPolicy(realm=settings.realm,
+                    anchors=load_certificates(settings.pkinit_anchor_files),
+                    kdc_signer=signer, max_skew=timedelta(seconds=settings.max_skew_s),
+                    min_dh_bits=settings.min_dh_bits,
+                    default_lifetime=timedelta(seconds=settings.default_lifetime_s))
 
 
 @app.callback()
 def main() -> None:
-    """Keep `status` a named subcommand (typer collapses single-command apps)."""
+    """The KDC."""
 
 
 @app.command()
-def status() -> None:
-    """Say what of this service exists in this build."""
-    typer.echo("kdc: not built yet (issue #3); common/ provides its codecs and crypto.")
+def run(config: Annotated[Path, typer.Option(exists=True, help="TOML settings file.")]) -> None:
+    """Serve AS (PKINIT) requests on TCP and UDP until SIGTERM."""
+    from kdc.server import Kdc, serve
+    from telekey.runtime import run as run_loop
+
+    try:
+        settings = KdcSettings.from_toml(config)
+    except (ValidationError, ValueError) as exc:
+        typer.echo(f"invalid settings in {config}:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+    configure(json=settings.log_json)
+    db = Database(settings.database_url)
+    db.migrate()
+    run_loop(serve(Kdc(settings, build_policy(settings), db)))
+
+
+@realm_app.command("init")
+def realm_init(realm: Annotated[str, typer.Option(help="Realm name, e.g. EXAMPLE.TEST.")],
+               db: DbOption = "sqlite:///kdc.db") -> None:
+    """Create the database schema and krbtgt/REALM with random keys."""
+    database = Database(db)
+    version = database.migrate()
+    name = f"krbtgt/{realm}"
+    if database.get_principal(name) is None:
+        database.add_principal(name, [(1, Key.random(e)) for e in DEFAULT_ENCTYPES])
+    typer.echo(f"realm {realm}: schema v{version}, {name} ready in {db}")
+
+
+@principal_app.command("add")
+def principal_add(
+    name: str,
+    db: DbOption = "sqlite:///kdc.db",
+    random_key: Annotated[bool, typer.Option(
+        help="Give it random keys (services); devices that use PKINIT need none.")] = False,
+    max_life_hours: Annotated[float | None, typer.Option(help="Ticket lifetime cap.")] = None,
+) -> None:
+    """Add a principal (name without realm)."""
+    database = Database(db)
+    database.migrate()
+    keys = [(1, Key.random(e)) for e in DEFAULT_ENCTYPES] if random_key else []
+    life = timedelta(hours=max_life_hours) if max_life_hours else None
+    database.add_principal(name, keys, life)
+    typer.echo(f"added {name} ({len(keys)} keys)")
+
+
+@principal_app.command("list")
+def principal_list(db: DbOption = "sqlite:///kdc.db") -> None:
+    for name in Database(db).list_principals():
+        typer.echo(name)
+
+
+@principal_app.command("del")
+def principal_del(name: str, db: DbOption = "sqlite:///kdc.db") -> None:
+    if not Database(db).delete_principal(name):
+        typer.echo(f"no principal {name}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"deleted {name}")
+
+
+@principal_app.command("ktadd")
+def principal_ktadd(name: str, keytab: Annotated[Path, typer.Option()],
+                    realm: Annotated[str, typer.Option()],
+                    db: DbOption = "sqlite:///kdc.db") -> None:
+    """Append the principal's keys to an MIT keytab (for a signaling controller)."""
+    entry = Database(db).get_principal(name)
+    if entry is None or not entry.keys:
+        typer.echo(f"no keys for {name}", err=True)
+        raise typer.Exit(1)
+    existing = decode_keytab(keytab.read_bytes()) if keytab.exists() else []
+    components = tuple(name.split("/"))
+    name_type = NameType.NT_SRV_INST if len(components) > 1 else NameType.NT_PRINCIPAL
+    new = [KeytabEntry(realm, components, int(name_type), int(time.time()), k.kvno,
+                       k.key.enctype, k.key.data) for k in entry.keys]
+    keytab.write_bytes(encode_keytab(existing + new))
+    keytab.chmod(0o600)
+    typer.echo(f"wrote {len(new)} keys of {name}@{realm} to {keytab}")
+
+
+if __name__ == "__main__":
+    app(prog_name="kdc", args=sys.argv[1:])

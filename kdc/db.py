@@ -1,0 +1,101 @@
+"""The KDC database: principals and their keys, SQLAlchemy Core over SQLite (default) or
+PostgreSQL (by URL). Every change is one transaction; the schema is versioned and migrated at
+open time.
+
+Keys are stored as given. MIT encrypts them under a master key in its database; telekey's
+database file is protected by file permissions (0600) for now (noted on issue #3).
+"""
+
+from datetime import timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from common.crypto import Key
+from common.tickets import KeyEntry, PrincipalEntry
+
+SCHEMA_VERSION = 1
+metadata = sa.MetaData()
+
+schema_version = sa.Table("schema_version", metadata,
+                          sa.Column("version", sa.Integer, nullable=False))
+principals = sa.Table(
+    "principals", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(255), nullable=False, unique=True),
+    sa.Column("max_life_s", sa.Integer, nullable=True),
+)
+keys = sa.Table(
+    "keys", metadata,
+    sa.Column("principal_id", sa.Integer, sa.ForeignKey("principals.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("kvno", sa.Integer, nullable=False),
+    sa.Column("enctype", sa.Integer, nullable=False),
+    sa.Column("key", sa.LargeBinary, nullable=False),
+    sa.UniqueConstraint("principal_id", "kvno", "enctype"),
+)
+
+# Migrations: version -> statements that bring the previous version to it.
+MIGRATIONS: dict[int, list[str]] = {}
+
+
+class Database:
+    """Principal store over SQLAlchemy; implements common.as_exchange.PrincipalStore."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = sa.create_engine(url, future=True)
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600, exist_ok=True)
+
+    def migrate(self) -> int:
+        """Create or upgrade the schema; return the version now in force."""
+        with self.engine.begin() as conn:
+            metadata.create_all(conn)
+            current = conn.execute(sa.select(schema_version.c.version)).scalar()
+            if current is None:
+                conn.execute(schema_version.insert().values(version=SCHEMA_VERSION))
+                return SCHEMA_VERSION
+            for version in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS.get(version, []):
+                    conn.execute(sa.text(statement))
+                conn.execute(schema_version.update().values(version=version))
+            return SCHEMA_VERSION
+
+    def add_principal(self, name: str, new_keys: list[tuple[int, Key]],
+                      max_life: timedelta | None = None) -> None:
+        with self.engine.begin() as conn:
+            pid = conn.execute(principals.insert().values(
+                name=name, max_life_s=int(max_life.total_seconds()) if max_life else None)
+            ).inserted_primary_key[0]
+            for kvno, key in new_keys:
+                conn.execute(keys.insert().values(principal_id=pid, kvno=kvno,
+                                                  enctype=key.enctype, key=key.data))
+
+    def delete_principal(self, name: str) -> bool:
+        with self.engine.begin() as conn:
+            pid = conn.execute(sa.select(principals.c.id).where(principals.c.name == name)
+                               ).scalar()
+            if pid is None:
+                return False
+            conn.execute(keys.delete().where(keys.c.principal_id == pid))
+            conn.execute(principals.delete().where(principals.c.id == pid))
+            return True
+
+    def list_principals(self) -> list[str]:
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(principals.c.name).order_by(principals.c.name))
+                        .scalars())
+
+    def get_principal(self, name: str) -> PrincipalEntry | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(principals).where(principals.c.name == name)).first()
+            if row is None:
+                return None
+            key_rows = conn.execute(sa.select(keys).where(keys.c.principal_id == row.id)).all()
+        return PrincipalEntry(
+            name=row.name,
+            keys=tuple(KeyEntry(k.kvno, Key(k.enctype, k.key)) for k in key_rows),
+            max_life=timedelta(seconds=row.max_life_s) if row.max_life_s else None)

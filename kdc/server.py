@@ -1,0 +1,163 @@
+"""The KDC's asyncio glue (STYLE §2): bind TCP and UDP on one port, frame TCP records
+(RFC 4120 §7.2.2), cap sizes, hand bytes to common.as_exchange, turn errors into KRB-ERRORs,
+log one line per request, stop on SIGTERM. Protocol decisions live in common/."""
+
+import asyncio
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from common.as_exchange import AsPolicy, handle_as_req, krbtgt_name
+from common.codes import ErrorCode
+from common.errors import FieldTooLong, KerberosError, MalformedMessage, ResponseTooBig
+from common.framing import RecordBuffer, encode_record
+from common.log import get_logger
+from common.messages.krb_error import encode_krb_error, error_reply
+from kdc.db import Database
+from kdc.settings import KdcSettings
+
+log = get_logger("kdc")
+AS_REQ_TAG, TGS_REQ_TAG = 0x6A, 0x6C
+
+
+class TgsNotSupported(KerberosError):
+    """Until the TGS exchange lands (issue #3), a TGS-REQ is refused cleanly."""
+
+    code = ErrorCode.KDC_ERR_SVC_UNAVAILABLE
+
+
+@dataclass
+class Kdc:
+    settings: KdcSettings
+    policy: AsPolicy
+    db: Database
+
+    def handle(self, data: bytes, peer: str, transport: str) -> bytes | None:
+        """One request in, one reply out (None: drop a datagram too garbled to answer)."""
+        started = time.perf_counter()
+        now = datetime.now(UTC)
+        kind = {AS_REQ_TAG: "as_req", TGS_REQ_TAG: "tgs_req"}.get(data[0] if data else -1)
+        if kind is None and transport == "udp":
+            log.info("dropped", peer=peer, transport=transport, size=len(data))
+            return None
+        status, code = "OK", 0
+        try:
+            if kind == "as_req":
+                reply = handle_as_req(data, policy=self.policy, principals=self.db, now=now)
+            elif kind == "tgs_req":
+                raise TgsNotSupported("TGS_NOT_YET")
+            else:
+                raise MalformedMessage("NOT_A_KDC_REQUEST", f"first byte {data[:1].hex()}")
+        except KerberosError as exc:
+            status, code = exc.status, int(exc.code)
+            reply = self._error(exc, now)
+        except Exception as exc:  # our bug: log it, answer KRB_ERR_GENERIC "INTERNAL"
+            log.exception("internal_error", peer=peer)
+            status, code = "INTERNAL", int(ErrorCode.KRB_ERR_GENERIC)
+            reply = self._error(exc, now)
+        if transport == "udp" and len(reply) > self.settings.udp_max_reply_bytes:
+            status, code = "RESPONSE_TOO_BIG", int(ErrorCode.KRB_ERR_RESPONSE_TOO_BIG)
+            reply = self._error(ResponseTooBig("RESPONSE_TOO_BIG"), now)
+        log.info(kind or "unknown", peer=peer, transport=transport, status=status, code=code,
+                 duration_ms=round((time.perf_counter() - started) * 1000, 3))
+        return reply
+
+    def _error(self, exc: BaseException, now: datetime) -> bytes:
+        return encode_krb_error(error_reply(exc, realm=self.policy.realm,
+                                            sname=krbtgt_name(self.policy.realm), now=now,
+                                            vague_errors=self.settings.vague_errors))
+
+
+class _Udp(asyncio.DatagramProtocol):
+    def __init__(self, kdc: Kdc) -> None:
+        self.kdc = kdc
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.DatagramTransport)
+        self.transport = transport
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        reply = self.kdc.handle(data, f"{addr[0]}:{addr[1]}", "udp")
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+
+async def _serve_tcp(kdc: Kdc, limit: asyncio.Semaphore, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+    peer_addr = writer.get_extra_info("peername")
+    peer = f"{peer_addr[0]}:{peer_addr[1]}" if peer_addr else "?"
+    if limit.locked():
+        log.info("connection_refused", peer=peer, reason="too many connections")
+        writer.close()
+        return
+    async with limit:
+        buffer = RecordBuffer(kdc.settings.max_record_bytes)
+        try:
+            while True:
+                data = await asyncio.wait_for(reader.read(65536),
+                                              kdc.settings.tcp_idle_timeout_s)
+                if not data:
+                    break
+                try:
+                    buffer.feed(data)
+                except FieldTooLong as exc:
+                    writer.write(encode_record(kdc._error(exc, datetime.now(UTC))))
+                    log.info("tcp_record", peer=peer, status=exc.status, code=int(exc.code))
+                    break
+                while (record := buffer.next_record()) is not None:
+                    reply = kdc.handle(record, peer, "tcp")
+                    if reply is not None:
+                        writer.write(encode_record(reply))
+                await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
+    """UDP and TCP sockets on the same port (with port 0: a free port both can have)."""
+    for _ in range(20):
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        udp.bind((host, port))
+        chosen = udp.getsockname()[1]
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            tcp.bind((host, chosen))
+        except OSError:
+            udp.close()
+            tcp.close()
+            if port:
+                raise
+            continue
+        tcp.listen(128)
+        return udp, tcp
+    raise OSError("no free port for both TCP and UDP")
+
+
+async def serve(kdc: Kdc) -> None:
+    """Run until SIGTERM/SIGINT."""
+    settings = kdc.settings
+    udp_sock, tcp_sock = _bind_pair(settings.listen_host, settings.listen_port)
+    loop = asyncio.get_running_loop()
+    udp_transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(kdc), sock=udp_sock)
+    limit = asyncio.Semaphore(settings.max_tcp_connections)
+    server = await asyncio.start_server(lambda r, w: _serve_tcp(kdc, limit, r, w),
+                                        sock=tcp_sock)
+    port = tcp_sock.getsockname()[1]
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("listening", host=settings.listen_host, port=port, realm=settings.realm,
+             transports=["udp", "tcp"])
+    try:
+        await stop.wait()
+    finally:
+        server.close()
+        udp_transport.close()
+        await server.wait_closed()
+        log.info("stopped")

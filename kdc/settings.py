@@ -1,0 +1,34 @@
+"""KDC settings: one frozen pydantic-settings class (env prefix KDC_), loadable from TOML."""
+
+import tomllib
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class KdcSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KDC_", frozen=True, extra="forbid")
+
+    realm: str
+    database_url: str = "sqlite:///kdc.db"
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 88  # 0 = pick a free port (tests); TCP and UDP share it
+    kdc_cert_file: Path
+    kdc_key_file: Path  # PEM private key file (PKCS#11 token support: issue #3 follow-up)
+    kdc_chain_files: list[Path] = []
+    pkinit_anchor_files: list[Path]
+    max_skew_s: int = 300
+    min_dh_bits: int = 2048
+    default_lifetime_s: int = 36_000
+    max_record_bytes: int = 65_536
+    udp_max_reply_bytes: int = 1400
+    max_tcp_connections: int = 512
+    tcp_idle_timeout_s: float = 30.0
+    vague_errors: bool = False
+    log_json: bool = True
+
+    @classmethod
+    def from_toml(cls, path: Path) -> "KdcSettings":
+        """Settings from a TOML file (a [kdc] table or top-level keys); env vars still apply."""
+        data = tomllib.loads(path.read_text())
+        return cls(**data.get("kdc", data))
