@@ -8,6 +8,7 @@ import socket
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from common.as_exchange import AsPolicy, handle_as_req, krbtgt_name
 from common.codes import ErrorCode
@@ -73,10 +74,10 @@ class Kdc:
 class _Udp(asyncio.DatagramProtocol):
     def __init__(self, kdc: Kdc) -> None:
         self.kdc = kdc
-        self.transport: asyncio.DatagramTransport | None = None
+        self.transport: Any = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.DatagramTransport)
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
         self.transport = transport
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:

@@ -55,3 +55,51 @@ def test_mit_kinit_pkinit_dh_group14(kdc, tmp_path):
     assert f"krbtgt/{REALM}@{REALM}" in klist
     events = [e for e in kdc.log_events() if e.get("event") == "as_req"]
     assert [e["code"] for e in events] == [25, 0]  # PREAUTH_REQUIRED, then the login
+
+
+def _bare_as_req(sname: str = f"krbtgt/{REALM}") -> bytes:
+    from datetime import UTC, datetime, timedelta
+
+    from common.codes import NameType
+    from common.messages.kdc_req import KdcReq, KdcReqBody, encode_as_req
+    from common.messages.types import PrincipalName
+
+    body = KdcReqBody(0x50000000, PrincipalName(NameType.NT_PRINCIPAL, ("phone1",)), REALM,
+                      PrincipalName(NameType.NT_SRV_INST, tuple(sname.split("/"))), None,
+                      datetime.now(UTC).replace(microsecond=0) + timedelta(hours=8), None,
+                      12345, (18, 17), None, None, None)
+    return encode_as_req(KdcReq(5, 10, None, body))
+
+
+def test_udp_answers_and_drops_garbage(kdc):
+    import socket
+
+    from common.messages.krb_error import decode_krb_error, decode_method_data
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        sock.sendto(b"\x00garbage", ("127.0.0.1", kdc.port))
+        sock.sendto(_bare_as_req(), ("127.0.0.1", kdc.port))
+        data, _ = sock.recvfrom(65536)  # the garbage got no answer; this is the AS-REQ's
+    err = decode_krb_error(data)
+    assert err.error_code == 25
+    assert [m.padata_type for m in decode_method_data(err.e_data)] == [16]
+    events = kdc.log_events()
+    assert any(e.get("event") == "dropped" for e in events)
+    assert not any(e.get("event") == "internal_error" for e in events)
+
+
+def test_tcp_oversized_record_gets_field_toolong(kdc):
+    import socket
+
+    from common.framing import RecordBuffer
+    from common.messages.krb_error import decode_krb_error
+
+    with socket.create_connection(("127.0.0.1", kdc.port), timeout=5) as sock:
+        sock.sendall(b"\x7f\xff\xff\xff")
+        buffer = RecordBuffer(65536)
+        while (record := buffer.next_record()) is None:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed without a KRB-ERROR"
+            buffer.feed(chunk)
+    assert decode_krb_error(record).error_code == 61  # KRB_ERR_FIELD_TOOLONG
