@@ -33,6 +33,8 @@ from common.codes import (
 from common.crypto.cms import (
     Signer,
     certificates_in,
+    choose_content_cipher,
+    envelope,
     sign_signed_data,
     signer_certificate,
     verify_signed_data,
@@ -50,6 +52,7 @@ from common.messages.pkinit import (
     ID_EC_PUBLIC_KEY,
     ID_PKINIT_AUTH_DATA,
     ID_PKINIT_DHKEY_DATA,
+    ID_PKINIT_RKEY_DATA,
     AuthPack,
     DhRepInfo,
     DomainParameters,
@@ -57,6 +60,7 @@ from common.messages.pkinit import (
     KdfAlgorithmId,
     Krb5PrincipalName,
     PaPkAsRep,
+    ReplyKeyPack,
     decode_auth_pack,
     decode_dh_public_value,
     decode_domain_parameters,
@@ -67,9 +71,17 @@ from common.messages.pkinit import (
     encode_kdc_dh_key_info,
     encode_other_info,
     encode_pa_pk_as_rep,
+    encode_reply_key_pack,
     encode_td_dh_parameters,
 )
-from common.messages.types import PaData, PrincipalName, TypedDataEntry, find_padata
+from common.messages.types import (
+    Checksum,
+    EncryptionKey,
+    PaData,
+    PrincipalName,
+    TypedDataEntry,
+    find_padata,
+)
 from common.pki import pkinit_san_names, verify_chain, verify_client_eku
 from common.tickets import (
     PrincipalEntry,
@@ -107,10 +119,6 @@ class DhParametersNotAccepted(KerberosError):
 
 class PaChecksumMissing(KerberosError):
     code = ErrorCode.KDC_ERR_PA_CHECKSUM_MUST_BE_INCLUDED
-
-
-class PublicKeyEncryptionNotSupported(KerberosError):
-    code = ErrorCode.KDC_ERR_PUBLIC_KEY_ENCRYPTION_NOT_SUPPORTED
 
 
 class PrincipalStore(Protocol):
@@ -165,7 +173,10 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
     _verify_pk_authenticator(auth_pack, req, policy, now)
 
     reply_enctype = choose_enctype(req.req_body.etype, policy.enctypes)
-    pk_as_rep, reply_key = _dh_reply(auth_pack, req, data, reply_enctype, policy, random)
+    if auth_pack.client_public_value is None:
+        pk_as_rep, reply_key = _rsa_reply(auth_pack, cert, data, reply_enctype, policy, random)
+    else:
+        pk_as_rep, reply_key = _dh_reply(auth_pack, req, data, reply_enctype, policy, random)
 
     server_key = server.key_for(policy.enctypes)
     if server_key is None:
@@ -231,8 +242,7 @@ def _dh_reply(auth_pack: AuthPack, req: KdcReq, data: bytes, enctype: int, polic
               random: Callable[[int], bytes]) -> tuple[bytes, Key]:
     """(DER PA-PK-AS-REP, reply key) for the DH/ECDH key-delivery method."""
     spki = auth_pack.client_public_value
-    if spki is None:
-        raise PublicKeyEncryptionNotSupported("RSA_KEY_TRANSPORT_NOT_YET")
+    assert spki is not None  # the caller sends clients without one to _rsa_reply
     if spki.algorithm.algorithm == DH_PUBLIC_NUMBER and spki.algorithm.parameters:
         params = decode_domain_parameters(spki.algorithm.parameters)
         group = identify_group(params.p, params.g)
@@ -276,6 +286,22 @@ def _dh_reply(auth_pack: AuthPack, req: KdcReq, data: bytes, enctype: int, polic
     if auth_pack.client_dh_nonce is not None and server_nonce is not None:
         secret += auth_pack.client_dh_nonce + server_nonce
     return pk_as_rep, octetstring2key(secret, enctype)
+
+
+def _rsa_reply(auth_pack: AuthPack, cert: x509.Certificate, data: bytes, enctype: int,
+               policy: AsPolicy, random: Callable[[int], bytes]) -> tuple[bytes, Key]:
+    """(DER PA-PK-AS-REP, reply key) for RSA key transport (RFC 4556 §3.2.3.2): a random reply
+    key with asChecksum over the whole received AS-REQ (key usage 6), in a SignedData
+    ReplyKeyPack, enveloped to the client's certificate."""
+    reply_key = Key.random(enctype, random)
+    checksum = Checksum(reply_key.profile.cksumtype,
+                        reply_key.checksum(KeyUsage.TGS_REQ_AUTH_CKSUM, data))
+    pack = encode_reply_key_pack(ReplyKeyPack(EncryptionKey(reply_key.enctype, reply_key.data),
+                                              checksum))
+    signed = sign_signed_data(ID_PKINIT_RKEY_DATA, pack, policy.kdc_signer, content_info=False)
+    cipher = choose_content_cipher([a.algorithm for a in auth_pack.supported_cms_types or ()])
+    enc_key_pack = envelope(signed, cert, cipher, random)
+    return encode_pa_pk_as_rep(PaPkAsRep(None, enc_key_pack)), reply_key
 
 
 def krbtgt_name(realm: str) -> PrincipalName:

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from common.codes import ErrorCode
@@ -22,13 +25,19 @@ from common.errors import KerberosError
 from common.messages.cms import (
     ID_CONTENT_TYPE,
     ID_MESSAGE_DIGEST,
+    ID_SIGNED_DATA,
     AlgorithmIdentifier,
     Attribute,
     EncapsulatedContentInfo,
+    EncryptedContentInfo,
+    EnvelopedData,
     IssuerAndSerialNumber,
+    KeyTransRecipientInfo,
     SignedData,
     SignerIdentifier,
     SignerInfo,
+    decode_enveloped_data,
+    encode_enveloped_data,
     encode_signed_attributes,
     encode_signed_data,
 )
@@ -192,7 +201,7 @@ def _tlv(tag: int, contents: bytes) -> bytes:
 
 
 def sign_signed_data(content_type: str, content: bytes, signer: Signer,
-                     digest: str = "sha256") -> bytes:
+                     digest: str = "sha256", *, content_info: bool = True) -> bytes:
     """DER ContentInfo(SignedData) over `content`, signed attributes included, the signer's
     chain in `certificates` (RFC 4556 §3.2.3.1 dhSignedData, §3.2.3.2 ReplyKeyPack)."""
     attrs = (
@@ -219,4 +228,74 @@ def sign_signed_data(content_type: str, content: bytes, signer: Signer,
         certificates=tuple(c.public_bytes(Encoding.DER) for c in (cert, *signer.chain)),
         crls=None,
         signer_infos=(info,))
-    return encode_signed_data(signed)
+    return encode_signed_data(signed, content_info=content_info)
+
+
+# --- EnvelopedData with RSA key transport (RFC 5652 §6, RFC 4556 §3.2.3.2) -----------------
+
+DES_EDE3_CBC = "1.2.840.113549.3.7"
+AES128_CBC = "2.16.840.1.101.3.4.1.2"
+AES256_CBC = "2.16.840.1.101.3.4.1.42"
+CONTENT_CIPHERS = {AES256_CBC: 32, AES128_CBC: 16, DES_EDE3_CBC: 24}  # OID -> key bytes
+
+
+def _content_cipher(oid: str, key: bytes, iv: bytes) -> "Cipher[modes.CBC]":
+    if oid == DES_EDE3_CBC:
+        return Cipher(TripleDES(key), modes.CBC(iv))
+    return Cipher(algorithms.AES(key), modes.CBC(iv))
+
+
+def choose_content_cipher(offered: list[str]) -> str:
+    """The client's first supportedCMSTypes entry we support; des-ede3-cbc when it lists none
+    (the only one MIT 1.20 offers, see ../shared/platform-notes.md)."""
+    return next((oid for oid in offered if oid in CONTENT_CIPHERS), DES_EDE3_CBC)
+
+
+def envelope(content: bytes, recipient: x509.Certificate, cipher_oid: str,
+             random: Callable[[int], bytes]) -> bytes:
+    """DER ContentInfo(EnvelopedData) of `content` (a DER SignedData) for the holder of the
+    RSA certificate `recipient`: KeyTransRecipientInfo with PKCS#1 v1.5, CBC content cipher."""
+    public = recipient.public_key()
+    if not isinstance(public, rsa.RSAPublicKey):
+        raise PublicKeyEncryptionNotSupported("RECIPIENT_NOT_RSA")
+    key, iv = random(CONTENT_CIPHERS[cipher_oid]), random(8 if cipher_oid == DES_EDE3_CBC else 16)
+    padder = sym_padding.PKCS7(64 if cipher_oid == DES_EDE3_CBC else 128).padder()
+    encryptor = _content_cipher(cipher_oid, key, iv).encryptor()
+    ciphertext = encryptor.update(padder.update(content) + padder.finalize()) + \
+        encryptor.finalize()
+    recipient_info = KeyTransRecipientInfo(
+        0, SignerIdentifier(IssuerAndSerialNumber(recipient.issuer.public_bytes(),
+                                                  recipient.serial_number), None),
+        AlgorithmIdentifier(RSA_ENCRYPTION, _DER_NULL), public.encrypt(key, padding.PKCS1v15()))
+    return encode_enveloped_data(EnvelopedData(
+        0, None, (recipient_info,),
+        EncryptedContentInfo(ID_SIGNED_DATA, AlgorithmIdentifier(cipher_oid, _tlv(0x04, iv)),
+                             ciphertext), None))
+
+
+def open_envelope(data: bytes, decrypt_key: Callable[[bytes], bytes]) -> bytes:
+    """The content of a ContentInfo(EnvelopedData) for us; `decrypt_key` unwraps the content
+    key (RSA PKCS#1 v1.5), e.g. inside a PKCS#11 token. Raises InvalidSignatureError."""
+    enveloped = decode_enveloped_data(data)
+    info = enveloped.encrypted_content_info
+    oid = info.content_encryption_algorithm.algorithm
+    if oid not in CONTENT_CIPHERS or info.encrypted_content is None or \
+            not enveloped.recipient_infos:
+        raise InvalidSignatureError("UNSUPPORTED_ENVELOPE", oid)
+    params = info.content_encryption_algorithm.parameters or b""
+    if params[:1] != b"\x04" or len(params) < 2 or params[1] != len(params) - 2:
+        raise InvalidSignatureError("BAD_IV")
+    try:
+        key = decrypt_key(enveloped.recipient_infos[0].encrypted_key)
+        decryptor = _content_cipher(oid, key, params[2:]).decryptor()
+        padded = decryptor.update(info.encrypted_content) + decryptor.finalize()
+        unpadder = sym_padding.PKCS7(64 if oid == DES_EDE3_CBC else 128).unpadder()
+        return unpadder.update(padded) + unpadder.finalize()
+    except ValueError as exc:
+        raise InvalidSignatureError("ENVELOPE_DECRYPT_FAILED") from exc
+
+
+class PublicKeyEncryptionNotSupported(KerberosError):
+    """RFC 4556 §3.2.2: RSA key transport is not possible for this client."""
+
+    code = ErrorCode.KDC_ERR_PUBLIC_KEY_ENCRYPTION_NOT_SUPPORTED

@@ -2,6 +2,7 @@
 loopback sockets: the MIT test CA, KDC and client certificates from ../shared/interop."""
 
 import subprocess
+from datetime import datetime, timedelta
 
 import pytest
 
@@ -18,6 +19,8 @@ def kdc(tmp_path):
     db = f"sqlite:///{tmp_path}/kdc.db"
     telekey_cmd("realm", "init", "--realm", REALM, "--db", db)
     telekey_cmd("principal", "add", "phone1", "--db", db)
+    telekey_cmd("principal", "add", "sigctl/sc1.example.test", "--random-key",
+                "--max-life-hours", "168", "--db", db)
     config = write_kdc_config(tmp_path, realm=REALM, db_url=db,
                               cert=MIT_FIXTURES / "kdc.pem", key=MIT_FIXTURES / "kdc.key",
                               anchors=[MIT_FIXTURES / "cacert.pem"])
@@ -55,6 +58,32 @@ def test_mit_kinit_pkinit_dh_group14(kdc, tmp_path):
     assert f"krbtgt/{REALM}@{REALM}" in klist
     events = [e for e in kdc.log_events() if e.get("event") == "as_req"]
     assert [e["code"] for e in events] == [25, 0]  # PREAUTH_REQUIRED, then the login
+
+
+def klist(env):
+    return subprocess.run([require_tool("klist"), "-e"], env=env, capture_output=True,
+                          text=True, check=True).stdout
+
+
+def test_mit_kinit_pkinit_rsa_key_transport(kdc, tmp_path):
+    env = mit_env(tmp_path, kdc.port)
+    result = kinit(env, "-X", "flag_RSA_PROTOCOL=yes")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "PKINIT client making RSA request" in result.stderr
+    assert f"krbtgt/{REALM}@{REALM}" in klist(env)
+
+
+def test_mit_kinit_gets_controller_ticket_directly(kdc, tmp_path):
+    """Devices ask for the controller ticket in the AS-REQ itself (seed 001)."""
+    env = mit_env(tmp_path, kdc.port)
+    result = kinit(env, "-S", "sigctl/sc1.example.test")
+    assert result.returncode == 0, result.stderr[-3000:]
+    listing = klist(env)
+    assert f"sigctl/sc1.example.test@{REALM}" in listing
+    line = next(x for x in listing.splitlines() if "sigctl/sc1.example.test" in x)
+    start, end = (datetime.strptime(" ".join(line.split()[i:i + 2]), "%m/%d/%y %H:%M:%S")
+                  for i in (0, 2))
+    assert end - start >= timedelta(hours=23)  # kinit asks for 24 h; the cap is 7 days
 
 
 def _bare_as_req(sname: str = f"krbtgt/{REALM}") -> bytes:

@@ -73,3 +73,35 @@ def test_what_we_sign_verifies_and_names_us():
     assert signer_certificate(signed) == pem("kdc.pem")
     assert verify_signed_data(signed, pem("kdc.pem")) == b"\x30\x00"
     assert len(signed.certificates) == 2
+
+
+def test_mit_rsa_reply_opens_with_client_key():
+    """MIT's RSA-mode encKeyPack, opened with phone1's key: a SignedData ReplyKeyPack."""
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    from common.crypto.cms import open_envelope
+    from common.messages.pkinit import ID_PKINIT_RKEY_DATA, decode_reply_key_pack
+
+    rep = decode_as_rep((MIT_FIXTURES / "asrep_pkinit_rsa.der").read_bytes())
+    pk = decode_pa_pk_as_rep(find_padata(rep.padata, PaDataType.PA_PK_AS_REP).padata_value)
+    key = load_pem_private_key((MIT_FIXTURES / "phone1.key").read_bytes(), None)
+    inner = open_envelope(pk.enc_key_pack, lambda k: key.decrypt(k, padding.PKCS1v15()))
+    signed = decode_signed_data(inner)
+    assert signed.encap_content_info.e_content_type == ID_PKINIT_RKEY_DATA
+    verify_signed_data(signed, signer_certificate(signed, [pem("kdc.pem")]))
+    pack = decode_reply_key_pack(signed.encap_content_info.e_content)
+    assert pack.reply_key.keytype == rep.enc_part.etype
+
+
+@pytest.mark.parametrize("cipher", ["1.2.840.113549.3.7", "2.16.840.1.101.3.4.1.42"])
+def test_envelope_round_trip(cipher):
+    import os
+
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    from common.crypto.cms import envelope, open_envelope
+
+    key = load_pem_private_key((MIT_FIXTURES / "phone1.key").read_bytes(), None)
+    sealed = envelope(b"\x30\x03\x02\x01\x05", pem("phone1.pem"), cipher, os.urandom)
+    assert open_envelope(sealed, lambda k: key.decrypt(k, padding.PKCS1v15())) == \
+        b"\x30\x03\x02\x01\x05"
