@@ -83,6 +83,7 @@ from common.messages.types import (
     find_padata,
 )
 from common.pki import pkinit_san_names, verify_chain, verify_client_eku
+from common.replay import ReplayCache
 from common.tickets import (
     PrincipalEntry,
     PrincipalUnknown,
@@ -146,8 +147,13 @@ def principal_text(name: PrincipalName) -> str:
 
 
 def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, now: datetime,
+                  replay: ReplayCache | None = None,
                   random: Callable[[int], bytes] = os.urandom) -> bytes:
-    """Process one AS-REQ; return the DER AS-REP or raise a KerberosError for the edge."""
+    """Process one AS-REQ; return the DER AS-REP or raise a KerberosError for the edge.
+
+    `replay` remembers verified signed requests for the skew window: the same signed AuthPack
+    presented twice is refused with KRB_AP_ERR_REPEAT (34).
+    """
     req = decode_as_req(data)
     body = req.req_body
     if body.realm != policy.realm:
@@ -171,6 +177,8 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
     cert = _verify_client_certificate(signed, body.cname, policy, now)
     auth_pack = decode_auth_pack(verify_signed_data(signed, cert))
     _verify_pk_authenticator(auth_pack, req, policy, now)
+    if replay is not None:
+        replay.check_and_add(hashlib.sha256(signed.signer_infos[0].signature).digest(), now)
 
     reply_enctype = choose_enctype(req.req_body.etype, policy.enctypes)
     if auth_pack.client_public_value is None:

@@ -6,8 +6,8 @@ import asyncio
 import signal
 import socket
 import time
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from common.as_exchange import AsPolicy, handle_as_req, krbtgt_name
@@ -16,6 +16,7 @@ from common.errors import FieldTooLong, KerberosError, MalformedMessage, Respons
 from common.framing import RecordBuffer, encode_record
 from common.log import get_logger
 from common.messages.krb_error import encode_krb_error, error_reply
+from common.replay import ReplayCache
 from kdc.db import Database
 from kdc.settings import KdcSettings
 
@@ -34,6 +35,7 @@ class Kdc:
     settings: KdcSettings
     policy: AsPolicy
     db: Database
+    replay: ReplayCache = field(default_factory=lambda: ReplayCache(timedelta(minutes=10)))
 
     def handle(self, data: bytes, peer: str, transport: str) -> bytes | None:
         """One request in, one reply out (None: drop a datagram too garbled to answer)."""
@@ -46,7 +48,8 @@ class Kdc:
         status, code = "OK", 0
         try:
             if kind == "as_req":
-                reply = handle_as_req(data, policy=self.policy, principals=self.db, now=now)
+                reply = handle_as_req(data, policy=self.policy, principals=self.db, now=now,
+                                      replay=self.replay)
             elif kind == "tgs_req":
                 raise TgsNotSupported("TGS_NOT_YET")
             else:

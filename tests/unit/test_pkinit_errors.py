@@ -1,0 +1,103 @@
+"""The AS exchange core with telekey's own PKINIT client: full round trips (DH with and without
+the RFC 8636 KDF, group 16, RSA key transport) and, one defect at a time, the KRB-ERROR code
+each bad request gets."""
+
+from datetime import UTC, datetime
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import padding
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+from common.as_exchange import AsPolicy, handle_as_req
+from common.crypto import Key
+from common.errors import KerberosError
+from common.messages.krb_error import decode_typed_data
+from common.messages.pkinit import decode_domain_parameters, decode_td_dh_parameters
+from common.pkinit_client import process_pkinit_as_rep
+from common.replay import ReplayCache
+from common.tickets import KeyEntry, PrincipalEntry
+from tests.conftest import MIT_FIXTURES
+from tests.pkinit_cases import CASES, EXPIRED, REALM, other_ca, pem, request, signer
+
+
+class Principals(dict):
+    def get_principal(self, name):
+        return self.get(name)
+
+
+PRINCIPALS = Principals({
+    "phone1": PrincipalEntry("phone1"), "phone2": PrincipalEntry("phone2"),
+    f"krbtgt/{REALM}": PrincipalEntry(f"krbtgt/{REALM}", tuple(
+        KeyEntry(1, Key.random(e)) for e in (20, 18, 19, 17)))})
+
+
+def policy(**changes):
+    settings = {"anchors": (pem("cacert.pem"),), "kdc_signer": signer("kdc"), **changes}
+    return AsPolicy(realm=REALM, **settings)
+
+
+def kdc(data, now, the_policy=None, replay=None):
+    return handle_as_req(data, policy=the_policy or policy(), principals=PRINCIPALS, now=now,
+                         replay=replay)
+
+
+@pytest.mark.parametrize("options", [{}, {"kdfs": ()}, {"group": 16}, {"group": 0},
+                                     {"group": 0, "enctypes": (20,)}],
+                         ids=["dh14-kdf", "dh14-octetstring2key", "dh16", "rsa", "rsa-aes384"])
+def test_round_trip(options):
+    now = datetime.now(UTC)
+    req = request(now, **options)
+    key = load_pem_private_key((MIT_FIXTURES / "phone1.key").read_bytes(), None)
+    result = process_pkinit_as_rep(kdc(req.data, now), req, realm=REALM,
+                                   anchors=[pem("cacert.pem")], now=now,
+                                   decrypt_key=lambda k: key.decrypt(k, padding.PKCS1v15()))
+    assert result.enc_part.sname.name_string == ("krbtgt", REALM)
+    assert result.reply.enc_part.etype == options.get("enctypes", (18,))[0]
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_each_defect_gets_its_code(name):
+    build, code = CASES[name]
+    now = datetime.now(UTC)
+    if name == "expired_certificate":
+        now += EXPIRED
+    with pytest.raises(KerberosError) as err:
+        kdc(build(now), now)
+    assert int(err.value.code) == code, err.value
+
+
+def test_untrusted_chain_is_70():
+    now = datetime.now(UTC)
+    with pytest.raises(KerberosError) as err:
+        kdc(request(now).data, now, policy(anchors=(other_ca(),)))
+    assert int(err.value.code) == 70
+
+
+def test_replay_is_34():
+    now = datetime.now(UTC)
+    replay = ReplayCache(policy().max_skew * 2)
+    data = request(now).data
+    kdc(data, now, replay=replay)
+    with pytest.raises(KerberosError) as err:
+        kdc(data, now, replay=replay)
+    assert int(err.value.code) == 34
+
+
+def test_small_group_error_lists_accepted_groups():
+    now = datetime.now(UTC)
+    with pytest.raises(KerberosError) as err:
+        kdc(CASES["dh_1024_bits"][0](now), now)
+    (entry,) = decode_typed_data(err.value.e_data)
+    assert entry.data_type == 109
+    groups = decode_td_dh_parameters(entry.data_value)
+    assert [decode_domain_parameters(g.parameters).p.bit_length() for g in groups] == \
+        [2048, 3072, 4096]
+
+
+def test_kdc_reply_checked_by_client():
+    """A reply signed by a certificate that is not the KDC's is refused by our client."""
+    now = datetime.now(UTC)
+    req = request(now)
+    forged = kdc(req.data, now, policy(kdc_signer=signer("phone1")))
+    with pytest.raises(KerberosError):
+        process_pkinit_as_rep(forged, req, realm=REALM, anchors=[pem("cacert.pem")], now=now)
