@@ -132,3 +132,45 @@ def test_tcp_oversized_record_gets_field_toolong(kdc):
             assert chunk, "connection closed without a KRB-ERROR"
             buffer.feed(chunk)
     assert decode_krb_error(record).error_code == 61  # KRB_ERR_FIELD_TOOLONG
+
+
+def _exchange_tcp(port: int, data: bytes) -> bytes:
+    import socket
+
+    from common.framing import RecordBuffer, encode_record
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(encode_record(data))
+        buffer = RecordBuffer(1 << 20)
+        while (record := buffer.next_record()) is None:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            buffer.feed(chunk)
+    return record
+
+
+def test_bad_requests_get_their_codes_and_kdc_keeps_serving(kdc):
+    """Each defect of tests/pkinit_cases.py (but the expired certificate, which needs the KDC's
+    clock moved) against the running daemon; after each, a valid login still succeeds."""
+    from datetime import UTC
+
+    from common.messages.krb_error import decode_krb_error
+    from common.pkinit_client import process_pkinit_as_rep
+    from tests.pkinit_cases import CASES, pem, request
+
+    telekey_cmd("principal", "add", "phone2", "--db", f"sqlite:///{kdc.log_path.parent}/kdc.db")
+    replayed = request(datetime.now(UTC)).data
+    cases = {name: case for name, case in CASES.items() if name != "expired_certificate"}
+    seen = {}
+    for name, (build, _) in cases.items():
+        reply = _exchange_tcp(kdc.port, build(datetime.now(UTC)))
+        seen[name] = decode_krb_error(reply).error_code
+        now = datetime.now(UTC)
+        good = request(now)
+        result = process_pkinit_as_rep(_exchange_tcp(kdc.port, good.data), good, realm=REALM,
+                                       anchors=[pem("cacert.pem")], now=now)
+        assert result.enc_part.sname.name_string == ("krbtgt", REALM)
+    assert seen == {name: code for name, (_, code) in cases.items()}
+    _exchange_tcp(kdc.port, replayed)
+    assert decode_krb_error(_exchange_tcp(kdc.port, replayed)).error_code == 34
+    assert not any(e.get("event") == "internal_error" for e in kdc.log_events())
