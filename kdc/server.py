@@ -17,17 +17,12 @@ from common.framing import RecordBuffer, encode_record
 from common.log import get_logger
 from common.messages.krb_error import encode_krb_error, error_reply
 from common.replay import ReplayCache
+from common.tgs_exchange import handle_tgs_req
 from kdc.db import Database
 from kdc.settings import KdcSettings
 
 log = get_logger("kdc")
 AS_REQ_TAG, TGS_REQ_TAG = 0x6A, 0x6C
-
-
-class TgsNotSupported(KerberosError):
-    """Until the TGS exchange lands (issue #3), a TGS-REQ is refused cleanly."""
-
-    code = ErrorCode.KDC_ERR_SVC_UNAVAILABLE
 
 
 @dataclass
@@ -51,7 +46,10 @@ class Kdc:
                 reply = handle_as_req(data, policy=self.policy, principals=self.db, now=now,
                                       replay=self.replay)
             elif kind == "tgs_req":
-                raise TgsNotSupported("TGS_NOT_YET")
+                reply = handle_tgs_req(
+                    data, realm=self.policy.realm, principals=self.db, now=now,
+                    enctypes=self.policy.enctypes, max_skew=self.policy.max_skew,
+                    default_lifetime=self.policy.default_lifetime, replay=self.replay)
             else:
                 raise MalformedMessage("NOT_A_KDC_REQUEST", f"first byte {data[:1].hex()}")
         except KerberosError as exc:

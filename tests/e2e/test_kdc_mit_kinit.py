@@ -86,6 +86,22 @@ def test_mit_kinit_gets_controller_ticket_directly(kdc, tmp_path):
     assert end - start >= timedelta(hours=23)  # kinit asks for 24 h; the cap is 7 days
 
 
+def test_mit_kvno_gets_backup_controller_ticket_through_tgs(kdc, tmp_path):
+    """After a PKINIT login, a ticket for another controller costs one TGS exchange."""
+    env = mit_env(tmp_path, kdc.port)
+    assert kinit(env).returncode == 0
+    telekey_cmd("principal", "add", "sigctl/sc2.example.test", "--random-key",
+                "--db", f"sqlite:///{kdc.log_path.parent}/kdc.db")
+    result = subprocess.run([require_tool("kvno"), f"sigctl/sc2.example.test@{REALM}"],
+                            env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "kvno = 1" in result.stdout
+    listing = klist(env)
+    assert f"krbtgt/{REALM}@{REALM}" in listing and f"sigctl/sc2.example.test@{REALM}" in listing
+    events = [e for e in kdc.log_events() if e.get("event") == "tgs_req"]
+    assert [e["code"] for e in events] == [0]
+
+
 def _bare_as_req(sname: str = f"krbtgt/{REALM}") -> bytes:
     from datetime import UTC, datetime, timedelta
 

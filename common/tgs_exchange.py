@@ -1,0 +1,112 @@
+"""The KDC side of the TGS exchange (RFC 4120 §3.3): a client holding a TGT gets a ticket for
+another service (seed 001: a device's backup signaling controller) without PKINIT.
+
+Checks, in order: decode; PA-TGS-REQ carries an AP-REQ whose ticket is for krbtgt/REALM and
+decrypts with our key (kvno-selected); the TGT is current (32/33); the authenticator decrypts
+with the TGT session key (usage 7), names the ticket's client, is within the skew (37), has not
+been seen (34) and its checksum covers the received KDC-REQ-BODY (usage 6, else 41). The new
+ticket inherits client, authtime, flags (minus INITIAL) and authorization data from the TGT,
+so a device's unprovisioned restriction follows it to every service.
+"""
+
+import hashlib
+import os
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from common.as_exchange import PrincipalStore, principal_text
+from common.codes import ErrorCode, KeyUsage, MessageType, PaDataType, TicketFlags
+from common.crypto import Key
+from common.errors import ClockSkew, KerberosError, MalformedMessage, ModifiedError
+from common.messages.ap_req import decode_ap_req, decode_authenticator
+from common.messages.kdc_rep import ENC_TGS_REP_PART_TAG, encode_tgs_rep
+from common.messages.kdc_req import decode_tgs_req, encode_kdc_req_body
+from common.messages.ticket import decode_enc_ticket_part
+from common.messages.types import find_padata
+from common.replay import ReplayCache
+from common.tickets import ServerUnknown, build_kdc_rep, choose_enctype, issue_ticket
+
+
+class TicketExpired(KerberosError):
+    code = ErrorCode.KRB_AP_ERR_TKT_EXPIRED
+
+
+class TicketNotYetValid(KerberosError):
+    code = ErrorCode.KRB_AP_ERR_TKT_NYV
+
+
+class BadMatch(KerberosError):
+    code = ErrorCode.KRB_AP_ERR_BADMATCH
+
+
+class NoTgt(KerberosError):
+    code = ErrorCode.KDC_ERR_PADATA_TYPE_NOSUPP
+
+
+def handle_tgs_req(data: bytes, *, realm: str, principals: PrincipalStore, now: datetime,
+                   enctypes: tuple[int, ...], max_skew: timedelta,
+                   default_lifetime: timedelta, replay: ReplayCache | None = None,
+                   random: Callable[[int], bytes] = os.urandom) -> bytes:
+    """Process one TGS-REQ; return the DER TGS-REP or raise a KerberosError."""
+    req = decode_tgs_req(data)
+    body = req.req_body
+    pa = find_padata(req.padata, PaDataType.PA_TGS_REQ)
+    if pa is None:
+        raise NoTgt("NO_PA_TGS_REQ")
+    ap_req = decode_ap_req(pa.padata_value)
+    tgt = ap_req.ticket
+    krbtgt = principals.get_principal(f"krbtgt/{realm}")
+    if tgt.realm != realm or tgt.sname.name_string != ("krbtgt", realm) or krbtgt is None:
+        raise ServerUnknown("NOT_OUR_TGT", f"{tgt.sname}@{tgt.realm}")
+    entry = next((k for k in krbtgt.keys if k.key.enctype == tgt.enc_part.etype and
+                  (tgt.enc_part.kvno is None or k.kvno == tgt.enc_part.kvno)), None)
+    if entry is None:
+        raise KerberosError("NO_KEY_FOR_TGT")
+    part = decode_enc_ticket_part(entry.key.decrypt(KeyUsage.KDC_REP_TICKET,
+                                                    tgt.enc_part.cipher))
+    if part.endtime <= now - max_skew:
+        raise TicketExpired("TGT_EXPIRED")
+    if (part.starttime or part.authtime) > now + max_skew:
+        raise TicketNotYetValid("TGT_NOT_YET_VALID")
+    session = Key(part.key.keytype, part.key.keyvalue)
+    auth = decode_authenticator(session.decrypt(KeyUsage.TGS_REQ_AUTH,
+                                                ap_req.authenticator.cipher))
+    if auth.cname != part.cname or auth.crealm != part.crealm:
+        raise BadMatch("AUTHENTICATOR_CLIENT_MISMATCH")
+    if abs(auth.ctime - now) > max_skew:
+        raise ClockSkew("CTIME_SKEW")
+    if auth.cksum is None:
+        raise ModifiedError("NO_BODY_CHECKSUM")
+    session.verify_checksum(KeyUsage.TGS_REQ_AUTH_CKSUM, encode_kdc_req_body(body),
+                            auth.cksum.checksum, auth.cksum.cksumtype)
+    if replay is not None:
+        replay.check_and_add(hashlib.sha256(ap_req.authenticator.cipher).digest(), now)
+
+    if body.sname is None:
+        raise MalformedMessage("MISSING_NAME", "TGS-REQ without sname")
+    server = principals.get_principal(principal_text(body.sname))
+    if server is None:
+        raise ServerUnknown("SERVER_NOT_FOUND", principal_text(body.sname))
+    server_key = server.key_for(enctypes)
+    if server_key is None:
+        raise ServerUnknown("SERVER_HAS_NO_KEY", server.name)
+    endtime = min(part.endtime, now + (server.max_life or default_lifetime))
+    if body.till.year > 1970:
+        endtime = min(endtime, body.till)
+    session_enctype = choose_enctype(
+        body.etype, tuple(e for e in enctypes if server.key_for((e,)) is not None) or enctypes)
+    issued = issue_ticket(
+        realm=realm, cname=part.cname, crealm=part.crealm, sname=body.sname,
+        server_key=server_key, session_enctype=session_enctype,
+        flags=part.flags & ~TicketFlags.INITIAL, authtime=part.authtime,
+        endtime=endtime.replace(microsecond=0),
+        authorization_data=part.authorization_data, random=random)
+    if auth.subkey is not None:
+        reply_key, usage = Key(auth.subkey.keytype, auth.subkey.keyvalue), \
+            KeyUsage.TGS_REP_ENCPART_SUBKEY
+    else:
+        reply_key, usage = session, KeyUsage.TGS_REP_ENCPART_SESSKEY
+    rep = build_kdc_rep(msg_type=MessageType.KRB_TGS_REP, issued=issued, nonce=body.nonce,
+                        reply_key=reply_key, reply_usage=usage, padata=None, now=now,
+                        enc_part_tag=ENC_TGS_REP_PART_TAG)
+    return encode_tgs_rep(rep)
