@@ -60,6 +60,15 @@ def test_mit_kinit_pkinit_dh_group14(kdc, tmp_path):
     assert [e["code"] for e in events] == [25, 0]  # PREAUTH_REQUIRED, then the login
 
 
+def test_mit_kinit_pkinit_dh_group16(kdc, tmp_path):
+    """With pkinit_dh_min_bits = 4096 the MIT client offers MODP group 16."""
+    env = mit_env(tmp_path, kdc.port, " pkinit_dh_min_bits = 4096\n")
+    result = kinit(env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "PKINIT client verified DH reply" in result.stderr
+    assert f"krbtgt/{REALM}@{REALM}" in klist(env)
+
+
 def klist(env):
     return subprocess.run([require_tool("klist"), "-e"], env=env, capture_output=True,
                           text=True, check=True).stdout
