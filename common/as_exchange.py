@@ -16,9 +16,10 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from common.codes import (
     ErrorCode,
@@ -140,6 +141,23 @@ class AsPolicy:
     enctypes: tuple[int, ...] = (20, 18, 19, 17)
     default_lifetime: timedelta = timedelta(hours=10)
     require_client_eku: bool = True
+    dh_key_reuse: timedelta = timedelta(0)  # RFC 4556 §3.2.3.1; 0 = a fresh key every time
+
+
+class PkinitState:
+    """What the AS exchange may keep between requests, owned by the daemon (no I/O):
+    a bounded cache of certificate chains already verified (keyed by the SHA-256 of the
+    end-entity and intermediate certificates, valid until the earliest notAfter in the chain),
+    and the KDC's DH key pairs while `AsPolicy.dh_key_reuse` allows reusing them."""
+
+    def __init__(self, max_thumbprints: int = 10_000) -> None:
+        self.max_thumbprints = max_thumbprints
+        self.verified_chains: dict[bytes, datetime] = {}
+        self.dh_keys: dict[tuple[str, int | str], tuple[datetime, object]] = {}
+
+    def invalidate(self) -> None:
+        """Forget verified chains (e.g. after a CRL or customer-record change)."""
+        self.verified_chains.clear()
 
 
 def principal_text(name: PrincipalName) -> str:
@@ -147,7 +165,7 @@ def principal_text(name: PrincipalName) -> str:
 
 
 def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, now: datetime,
-                  replay: ReplayCache | None = None,
+                  replay: ReplayCache | None = None, state: PkinitState | None = None,
                   random: Callable[[int], bytes] = os.urandom) -> bytes:
     """Process one AS-REQ; return the DER AS-REP or raise a KerberosError for the edge.
 
@@ -174,7 +192,7 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
     signed = decode_signed_data(decode_pa_pk_as_req(pa.padata_value).signed_auth_pack)
     if signed.encap_content_info.e_content_type != ID_PKINIT_AUTH_DATA:
         raise MalformedMessage("BAD_CONTENT_TYPE", signed.encap_content_info.e_content_type)
-    cert = _verify_client_certificate(signed, body.cname, policy, now)
+    cert = _verify_client_certificate(signed, body.cname, policy, now, state)
     auth_pack = decode_auth_pack(verify_signed_data(signed, cert))
     _verify_pk_authenticator(auth_pack, req, policy, now)
     if replay is not None:
@@ -184,7 +202,8 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
     if auth_pack.client_public_value is None:
         pk_as_rep, reply_key = _rsa_reply(auth_pack, cert, data, reply_enctype, policy, random)
     else:
-        pk_as_rep, reply_key = _dh_reply(auth_pack, req, data, reply_enctype, policy, random)
+        pk_as_rep, reply_key = _dh_reply(auth_pack, req, data, reply_enctype, policy, random,
+                                         state, now)
 
     server_key = server.key_for(policy.enctypes)
     if server_key is None:
@@ -211,9 +230,18 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
 
 
 def _verify_client_certificate(signed: SignedData, cname: PrincipalName, policy: AsPolicy,
-                               now: datetime) -> x509.Certificate:
+                               now: datetime, state: PkinitState | None) -> x509.Certificate:
     cert = signer_certificate(signed)
-    verify_chain(cert, certificates_in(signed), list(policy.anchors), now)
+    intermediates = certificates_in(signed)
+    thumbprint = hashlib.sha256(b"".join(c.public_bytes(Encoding.DER)
+                                         for c in [cert, *intermediates])).digest()
+    valid_until = state.verified_chains.get(thumbprint) if state else None
+    if valid_until is None or not now <= valid_until:
+        chain = verify_chain(cert, intermediates, list(policy.anchors), now)
+        if state is not None:
+            if len(state.verified_chains) >= state.max_thumbprints:
+                state.verified_chains.clear()
+            state.verified_chains[thumbprint] = min(c.not_valid_after_utc for c in chain)
     verify_client_eku(cert, require=policy.require_client_eku)
     wanted = (policy.realm, cname.name_string)
     if not any((n.realm, n.principal_name.name_string) == wanted
@@ -246,9 +274,23 @@ def _accepted_dh_parameters(policy: AsPolicy) -> bytes:
                                              encode_td_dh_parameters(params)),))
 
 
+def _reused(state: PkinitState | None, policy: AsPolicy, kind: tuple[str, int | str],
+            now: datetime, make: Callable[[], Any]) -> tuple[Any, datetime | None]:
+    """The KDC's DH key for `kind`, reused while policy allows (returns its expiration)."""
+    if state is None or not policy.dh_key_reuse:
+        return make(), None
+    cached = state.dh_keys.get(kind)
+    if cached is None or cached[0] <= now:
+        cached = (now.replace(microsecond=0) + policy.dh_key_reuse, make())
+        state.dh_keys[kind] = cached
+    return cached[1], cached[0]
+
+
 def _dh_reply(auth_pack: AuthPack, req: KdcReq, data: bytes, enctype: int, policy: AsPolicy,
-              random: Callable[[int], bytes]) -> tuple[bytes, Key]:
+              random: Callable[[int], bytes], state: PkinitState | None,
+              now: datetime) -> tuple[bytes, Key]:
     """(DER PA-PK-AS-REP, reply key) for the DH/ECDH key-delivery method."""
+    expiration = None
     spki = auth_pack.client_public_value
     assert spki is not None  # the caller sends clients without one to _rsa_reply
     if spki.algorithm.algorithm == DH_PUBLIC_NUMBER and spki.algorithm.parameters:
@@ -258,7 +300,8 @@ def _dh_reply(auth_pack: AuthPack, req: KdcReq, data: bytes, enctype: int, polic
             raise DhParametersNotAccepted("DH_GROUP_NOT_ACCEPTED",
                                           f"{params.p.bit_length()} bits",
                                           e_data=_accepted_dh_parameters(policy))
-        ours = generate_dh(group)
+        ours, expiration = _reused(state, policy, ("dh", group.number), now,
+                                   lambda: generate_dh(group))
         try:
             secret = ours.shared_secret(decode_dh_public_value(spki.subject_public_key))
         except ValueError as exc:
@@ -266,7 +309,9 @@ def _dh_reply(auth_pack: AuthPack, req: KdcReq, data: bytes, enctype: int, polic
         our_public = encode_dh_public_value(ours.public_value)
     elif spki.algorithm.algorithm == ID_EC_PUBLIC_KEY and spki.algorithm.parameters:
         try:
-            ec_ours = generate_ecdh(decode_named_curve(spki.algorithm.parameters))
+            curve = decode_named_curve(spki.algorithm.parameters)
+            ec_ours, expiration = _reused(state, policy, ("ec", curve), now,
+                                          lambda: generate_ecdh(curve))
             secret = ec_ours.shared_secret(spki.subject_public_key)
         except ValueError as exc:
             raise DhParametersNotAccepted("EC_CURVE_NOT_ACCEPTED", str(exc),
@@ -276,7 +321,7 @@ def _dh_reply(auth_pack: AuthPack, req: KdcReq, data: bytes, enctype: int, polic
         raise DhParametersNotAccepted("KEY_AGREEMENT_NOT_ACCEPTED", spki.algorithm.algorithm,
                                       e_data=_accepted_dh_parameters(policy))
 
-    key_info = KdcDhKeyInfo(our_public, auth_pack.pk_authenticator.nonce, None)
+    key_info = KdcDhKeyInfo(our_public, auth_pack.pk_authenticator.nonce, expiration)
     signed = sign_signed_data(ID_PKINIT_DHKEY_DATA, encode_kdc_dh_key_info(key_info),
                               policy.kdc_signer)
     server_nonce = random(32) if auth_pack.client_dh_nonce is not None else None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from common.as_exchange import AsPolicy, handle_as_req, krbtgt_name
+from common.as_exchange import AsPolicy, PkinitState, handle_as_req, krbtgt_name
 from common.codes import ErrorCode
 from common.errors import FieldTooLong, KerberosError, MalformedMessage, ResponseTooBig
 from common.framing import RecordBuffer, encode_record
@@ -18,6 +18,7 @@ from common.log import get_logger
 from common.messages.krb_error import encode_krb_error, error_reply
 from common.replay import ReplayCache
 from common.tgs_exchange import handle_tgs_req
+from kdc.cache import CachedPrincipals
 from kdc.db import Database
 from kdc.settings import KdcSettings
 
@@ -31,6 +32,12 @@ class Kdc:
     policy: AsPolicy
     db: Database
     replay: ReplayCache = field(default_factory=lambda: ReplayCache(timedelta(minutes=10)))
+    state: PkinitState = field(default_factory=PkinitState)
+    principals: CachedPrincipals | None = None
+
+    def __post_init__(self) -> None:
+        if self.principals is None:
+            self.principals = CachedPrincipals(self.db, self.settings.principal_cache_ttl_s)
 
     def handle(self, data: bytes, peer: str, transport: str) -> bytes | None:
         """One request in, one reply out (None: drop a datagram too garbled to answer)."""
@@ -43,11 +50,11 @@ class Kdc:
         status, code = "OK", 0
         try:
             if kind == "as_req":
-                reply = handle_as_req(data, policy=self.policy, principals=self.db, now=now,
-                                      replay=self.replay)
+                reply = handle_as_req(data, policy=self.policy, principals=self.principals,
+                                      now=now, replay=self.replay, state=self.state)
             elif kind == "tgs_req":
                 reply = handle_tgs_req(
-                    data, realm=self.policy.realm, principals=self.db, now=now,
+                    data, realm=self.policy.realm, principals=self.principals, now=now,
                     enctypes=self.policy.enctypes, max_skew=self.policy.max_skew,
                     default_lifetime=self.policy.default_lifetime, replay=self.replay)
             else:

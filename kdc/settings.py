@@ -25,6 +25,8 @@ class KdcSettings(BaseSettings):
     max_tcp_connections: int = 512
     tcp_idle_timeout_s: float = 30.0
     vague_errors: bool = False
+    principal_cache_ttl_s: float = 2.0
+    dh_key_reuse_s: int = 0  # reuse the KDC's DH key this long (RFC 4556 §3.2.3.1); 0 = never
     log_json: bool = True
 
     @classmethod

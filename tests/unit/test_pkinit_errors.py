@@ -101,3 +101,52 @@ def test_kdc_reply_checked_by_client():
     forged = kdc(req.data, now, policy(kdc_signer=signer("phone1")))
     with pytest.raises(KerberosError):
         process_pkinit_as_rep(forged, req, realm=REALM, anchors=[pem("cacert.pem")], now=now)
+
+
+def test_dh_key_reuse_within_window_and_expiration_sent():
+    from datetime import timedelta
+
+    from common.as_exchange import PkinitState
+    from common.messages.cms import decode_signed_data
+    from common.messages.kdc_rep import decode_as_rep
+    from common.messages.pkinit import decode_kdc_dh_key_info, decode_pa_pk_as_rep
+    from common.messages.types import find_padata
+
+    state = PkinitState()
+    reuse = policy(dh_key_reuse=timedelta(seconds=60))
+    now = datetime.now(UTC)
+
+    def kdc_public(at):
+        req = request(at)
+        rep = decode_as_rep(handle_as_req(req.data, policy=reuse, principals=PRINCIPALS, now=at,
+                                          state=state))
+        pk = decode_pa_pk_as_rep(find_padata(rep.padata, 17).padata_value)
+        info = decode_kdc_dh_key_info(
+            decode_signed_data(pk.dh_info.dh_signed_data).encap_content_info.e_content)
+        return info.subject_public_key, info.dh_key_expiration
+
+    first, expires = kdc_public(now)
+    second, _ = kdc_public(now + timedelta(seconds=30))
+    third, _ = kdc_public(now + timedelta(seconds=61))
+    assert first == second != third
+    assert expires == now.replace(microsecond=0) + timedelta(seconds=60)
+    assert kdc_public(now)[1] is not None
+
+
+def test_thumbprint_cache_remembers_chain_until_invalidated():
+    from common.as_exchange import PkinitState
+
+    state = PkinitState()
+    now = datetime.now(UTC)
+    handle_as_req(request(now).data, policy=policy(), principals=PRINCIPALS, now=now,
+                  state=state)
+    assert len(state.verified_chains) == 1
+    # With the anchor gone, a cached chain still passes until invalidated.
+    untrusting = policy(anchors=(other_ca(),))
+    handle_as_req(request(now).data, policy=untrusting, principals=PRINCIPALS, now=now,
+                  state=state)
+    state.invalidate()
+    with pytest.raises(KerberosError) as err:
+        handle_as_req(request(now).data, policy=untrusting, principals=PRINCIPALS, now=now,
+                      state=state)
+    assert int(err.value.code) == 70
