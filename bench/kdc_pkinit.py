@@ -102,7 +102,10 @@ def measure(env: dict[str, str], pid: int, n: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--logins", type=int, default=40)
-    n = parser.parse_args().logins
+    parser.add_argument("--dh-key-reuse", type=int, default=0,
+                        help="seconds telekey's KDC may reuse its DH key (0: fresh each time)")
+    args = parser.parse_args()
+    n = args.logins
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         (base / "mit").mkdir()
@@ -114,7 +117,8 @@ def main() -> None:
         telekey_cmd("principal", "add", "sigctl/sc2.example.test", "--random-key", "--db", db)
         config = write_kdc_config(base / "ours", realm=REALM, db_url=db,
                                   cert=FIX / "kdc.pem", key=FIX / "kdc.key",
-                                  anchors=[FIX / "cacert.pem"])
+                                  anchors=[FIX / "cacert.pem"],
+                                  dh_key_reuse_s=args.dh_key_reuse)
         ours = start_kdc(config, base / "ours" / "kdc.log")
         try:
             theirs = measure(client_env(base / "mit", mit_port), mit.pid, n)
@@ -123,7 +127,8 @@ def main() -> None:
             ours.stop()
             mit.terminate()
             mit.wait(timeout=10)
-    print(f"KDC CPU ms per exchange, {n} exchanges each, MIT kinit/kvno 1.20 as the client")
+    print(f"KDC CPU ms per exchange, {n} exchanges each, MIT kinit/kvno 1.20 as the client, "
+          f"telekey DH key reuse {args.dh_key_reuse} s")
     print(f"  {'exchange':<16}{'telekey':>10}{'MIT':>10}{'ratio':>8}")
     for name in ("pkinit_dh2048", "pkinit_rsa", "tgs"):
         print(f"  {name:<16}{mine[name]:>10.2f}{theirs[name]:>10.2f}"
