@@ -199,3 +199,38 @@ def test_bad_requests_get_their_codes_and_kdc_keeps_serving(kdc):
     _exchange_tcp(kdc.port, replayed)
     assert decode_krb_error(_exchange_tcp(kdc.port, replayed)).error_code == 34
     assert not any(e.get("event") == "internal_error" for e in kdc.log_events())
+
+
+def _malformed_items(capture, port):
+    """Wireshark's malformed-packet items in a capture, decoding `port` as Kerberos."""
+    out = subprocess.run(["tshark", "-r", str(capture), "-d", f"tcp.port=={port},kerberos",
+                          "-d", f"udp.port=={port},kerberos", "-V"], capture_output=True,
+                         text=True, timeout=120, check=True).stdout
+    return out.count("[Malformed Packet"), out.count("AS-REP"), out
+
+
+def test_tshark_finds_no_more_malformed_items_than_in_mit_own_exchange(kdc, tmp_path):
+    """MIT's own PKINIT DH login (its capture, ../shared/interop/mit/pcap) against ours,
+    dissected by the same tshark: ours must not look worse."""
+    import time
+
+    capture = tmp_path / "ours.pcapng"
+    tshark = subprocess.Popen(["tshark", "-i", "lo", "-f", f"port {kdc.port}", "-w",
+                               str(capture)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        line = ""
+        while "Capturing on" not in line and time.monotonic() < deadline:
+            line = tshark.stderr.readline()
+        assert "Capturing on" in line
+        assert kinit(mit_env(tmp_path, kdc.port)).returncode == 0
+        time.sleep(1)
+    finally:
+        tshark.terminate()
+        tshark.wait(timeout=30)
+    ours, our_replies, text = _malformed_items(capture, kdc.port)
+    theirs, their_replies, _ = _malformed_items(
+        MIT_FIXTURES / "pcap" / "mit_pkinit_dh_as.pcapng", 18888)
+    assert our_replies >= 1 and their_replies >= 1, text[-2000:]
+    assert ours <= theirs, text[-4000:]
