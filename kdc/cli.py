@@ -2,17 +2,23 @@
 
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
+)
 from pydantic import ValidationError
 
 from common.as_exchange import AsPolicy
+from common.certs import build_ca, issue_client_certificate, issue_kdc_certificate
 from common.codes import NameType
 from common.crypto import Key
 from common.crypto.cms import file_signer
@@ -25,6 +31,7 @@ HELP = "Kerberos KDC: PKINIT over TCP and UDP, tickets for signaling controllers
 app = typer.Typer(help=HELP, no_args_is_help=True)
 realm_app = typer.Typer(help="Create a realm's KDC database.", no_args_is_help=True)
 principal_app = typer.Typer(help="Manage principals in the KDC database.", no_args_is_help=True)
+cert_app = typer.Typer(help="Issue certificates from a realm's CA.", no_args_is_help=True)
 
 DEFAULT_ENCTYPES = (20, 18, 19, 17)
 DbOption = Annotated[str, typer.Option("--db", help="SQLAlchemy URL of the KDC database.")]
@@ -71,16 +78,70 @@ def run(config: Annotated[Path, typer.Option(exists=True, help="TOML settings fi
     run_loop(serve(Kdc(settings, build_policy(settings), db)))
 
 
+def write_private_key(path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+
+
 @realm_app.command("init")
-def realm_init(realm: Annotated[str, typer.Option(help="Realm name, e.g. EXAMPLE.TEST.")],
-               db: DbOption = "sqlite:///kdc.db") -> None:
-    """Create the database schema and krbtgt/REALM with random keys."""
+def realm_init(
+    realm: Annotated[str, typer.Option(help="Realm name, e.g. EXAMPLE.TEST.")],
+    db: DbOption = "sqlite:///kdc.db",
+    pki_dir: Annotated[Path | None, typer.Option(
+        help="Also create the realm CA and the KDC certificate here, and kdc.toml.")] = None,
+    kdc_host: Annotated[str, typer.Option(help="The KDC certificate's CN.")] = "kdc",
+    port: Annotated[int, typer.Option(help="listen_port written to kdc.toml.")] = 88,
+) -> None:
+    """Create the database schema and krbtgt/REALM with random keys (and, with --pki-dir, a
+    CA, a KDC certificate with id-pkinit-san krbtgt/REALM@REALM and a ready kdc.toml)."""
     database = Database(db)
     version = database.migrate()
     name = f"krbtgt/{realm}"
     if database.get_principal(name) is None:
         database.add_principal(name, [(1, Key.random(e)) for e in DEFAULT_ENCTYPES])
     typer.echo(f"realm {realm}: schema v{version}, {name} ready in {db}")
+    if pki_dir is None:
+        return
+    now = datetime.now(UTC)
+    pki_dir.mkdir(parents=True, exist_ok=True)
+    ca_key = rsa.generate_private_key(65537, 3072)
+    ca = build_ca(ca_key, f"{realm} CA", realm, now)
+    kdc_key = rsa.generate_private_key(65537, 2048)
+    kdc_cert = issue_kdc_certificate(ca, ca_key, kdc_key.public_key(), realm, kdc_host, now)
+    write_private_key(pki_dir / "ca.key", ca_key)
+    write_private_key(pki_dir / "kdc.key", kdc_key)
+    (pki_dir / "ca.pem").write_bytes(ca.public_bytes(Encoding.PEM))
+    (pki_dir / "kdc.pem").write_bytes(kdc_cert.public_bytes(Encoding.PEM))
+    (pki_dir / "kdc.toml").write_text(
+        f'[kdc]\nrealm = "{realm}"\ndatabase_url = "{db}"\nlisten_port = {port}\n'
+        f'kdc_cert_file = "{pki_dir.resolve() / "kdc.pem"}"\n'
+        f'kdc_key_file = "{pki_dir.resolve() / "kdc.key"}"\n'
+        f'pkinit_anchor_files = ["{pki_dir.resolve() / "ca.pem"}"]\n')
+    typer.echo(f"CA, KDC certificate and kdc.toml written to {pki_dir}")
+
+
+@cert_app.command("client")
+def cert_client(
+    principal: Annotated[str, typer.Option(help="Client principal without realm.")],
+    realm: Annotated[str, typer.Option()],
+    pki_dir: Annotated[Path, typer.Option(help="Where realm init put ca.pem and ca.key.")],
+    out_dir: Annotated[Path, typer.Option(help="Write <name>.pem and <name>.key here.")],
+    days: Annotated[int, typer.Option(help="Validity.")] = 365,
+) -> None:
+    """Issue a PKINIT client certificate (id-pkinit-san principal@REALM, EKU KPClientAuth)."""
+    ca = x509.load_pem_x509_certificate((pki_dir / "ca.pem").read_bytes())
+    ca_key = load_pem_private_key((pki_dir / "ca.key").read_bytes(), None)
+    if not isinstance(ca_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise typer.BadParameter("the CA key must be RSA or ECDSA")
+    key = rsa.generate_private_key(65537, 2048)
+    cert = issue_client_certificate(ca, ca_key, key.public_key(), realm, principal,
+                                    datetime.now(UTC), timedelta(days=days))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = principal.replace("/", "_")
+    write_private_key(out_dir / f"{stem}.key", key)
+    (out_dir / f"{stem}.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+    typer.echo(f"{out_dir / stem}.pem: {principal}@{realm}, valid {days} days")
 
 
 @principal_app.command("add")
