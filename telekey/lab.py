@@ -1,12 +1,18 @@
 """`telekey lab`: run what exists of telekey end to end on loopback and say what happened.
 
-Today that is the foundation (issue #2) against a real MIT Kerberos realm on 127.0.0.1:
+Part 1, the KDC (issue #3): telekey creates a realm (database, CA, KDC certificate, a device
+certificate), starts its KDC, and MIT's kinit logs the device in with PKINIT (DH and RSA),
+gets a controller ticket directly, and MIT's kvno gets a backup controller's through telekey's
+TGS exchange.
+
+Part 2, the foundation (issue #2) against a real MIT Kerberos realm on 127.0.0.1:
 telekey derives keys and writes a keytab that MIT's klist lists and MIT's kinit uses to log in
 to MIT's krb5kdc; telekey reads the credential cache kinit wrote, decrypts the TGT inside it
 with the krbtgt key MIT's kadmin exported, writes its own credential cache, and MIT's klist
 lists that. Later issues grow this into the full scenario (KDC, controller, devices, calls).
 """
 
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +24,7 @@ from common.codes import KeyUsage, NameType
 from common.crypto import Key
 from common.keytab import KeytabEntry, decode_keytab, encode_keytab, find_key
 from common.messages.ticket import decode_enc_ticket_part, decode_ticket
+from telekey.kdc_process import start_kdc, telekey_cmd
 from telekey.mit_realm import REALM, require_tool, start_mit_realm
 
 
@@ -30,10 +37,61 @@ def show(output: str) -> None:
         typer.echo(f"    {line}")
 
 
+def run_kdc_part(directory: Path) -> None:
+    realm = "LAB.TEST"
+    db = f"sqlite:///{directory}/kdc.db"
+    step(f"telekey creates realm {realm}: database, CA, KDC certificate, a device certificate")
+    telekey_cmd("realm", "init", "--realm", realm, "--db", db, "--pki-dir",
+                str(directory / "pki"), "--port", "0")
+    telekey_cmd("principal", "add", "phone1", "--db", db)
+    for controller in ("sigctl/sc1.lab.test", "sigctl/sc2.lab.test"):
+        telekey_cmd("principal", "add", controller, "--random-key", "--max-life-hours", "168",
+                    "--db", db)
+    telekey_cmd("cert", "client", "--principal", "phone1", "--realm", realm, "--pki-dir",
+                str(directory / "pki"), "--out-dir", str(directory / "devices"))
+    kdc = start_kdc(directory / "pki" / "kdc.toml", directory / "kdc.log")
+    try:
+        typer.echo(f"    telekey KDC listening on 127.0.0.1:{kdc.port} (tcp+udp)")
+        conf = directory / "krb5-lab.conf"
+        conf.write_text(f"[libdefaults]\n default_realm = {realm}\n dns_lookup_kdc = false\n"
+                        f" dns_lookup_realm = false\n rdns = false\n[realms]\n {realm} = {{\n"
+                        f"  kdc = 127.0.0.1:{kdc.port}\n"
+                        f"  pkinit_anchors = FILE:{directory / 'pki' / 'ca.pem'}\n }}\n")
+        env = {"PATH": "/usr/bin:/bin:/usr/sbin", "KRB5_CONFIG": str(conf),
+               "KRB5CCNAME": f"FILE:{directory / 'lab.ccache'}"}
+        device = directory / "devices"
+        identity = f"X509_user_identity=FILE:{device / 'phone1.pem'},{device / 'phone1.key'}"
+
+        def mit(*args: str) -> str:
+            result = subprocess.run(args, env=env, input="", capture_output=True, text=True,
+                                    timeout=60, check=False)
+            if result.returncode != 0:
+                raise RuntimeError(f"{' '.join(args)}: {result.stderr}")
+            return result.stdout
+
+        step("MIT kinit: PKINIT DH (group 14, RFC 8636 KDF) for the controller ticket directly")
+        mit(require_tool("kinit"), "-X", identity, "-S", "sigctl/sc1.lab.test",
+            f"phone1@{realm}")
+        show(mit(require_tool("klist"), "-e"))
+        step("MIT kinit: PKINIT RSA key transport for a TGT; MIT kvno: backup controller via TGS")
+        mit(require_tool("kinit"), "-X", identity, "-X", "flag_RSA_PROTOCOL=yes",
+            f"phone1@{realm}")
+        mit(require_tool("kvno"), f"sigctl/sc2.lab.test@{realm}")
+        show(mit(require_tool("klist"), "-e"))
+    finally:
+        kdc.stop()
+    step("telekey KDC log (one line per request):")
+    for event in kdc.log_events():
+        if event.get("event") in ("as_req", "tgs_req"):
+            typer.echo(f"    {event['event']} {event['transport']} {event['status']} "
+                       f"code={event['code']} {event['duration_ms']} ms")
+
+
 def run_lab(workdir: Path | None = None) -> None:
     started = time.monotonic()
     directory = Path(workdir or tempfile.mkdtemp(prefix="telekey-lab-"))
     directory.mkdir(parents=True, exist_ok=True)
+    run_kdc_part(directory)
     step(f"MIT Kerberos realm {REALM} on loopback (working files in {directory})")
     realm = start_mit_realm(directory)
     try:
@@ -81,5 +139,6 @@ def run_lab(workdir: Path | None = None) -> None:
         show(realm.run(require_tool("klist"), "-e", "-f", "-c", f"FILE:{copy}"))
     finally:
         realm.stop()
-    step(f"lab finished in {time.monotonic() - started:.1f} s: foundation interoperates with "
-         "MIT Kerberos 1.20 (KDC, controller and devices arrive with issues #3-#6)")
+    step(f"lab finished in {time.monotonic() - started:.1f} s: telekey's KDC serves MIT's "
+         "clients and the foundation reads and writes MIT's formats (controller, device agent "
+         "and calls arrive with issues #4-#6)")

@@ -25,6 +25,8 @@ def test_lab_runs_end_to_end(tmp_path):
     assert "session key in ticket matches the cache" in out
     assert out.count("krbtgt/INTEROP.TEST@INTEROP.TEST") >= 3
     assert "lab finished" in out
+    assert "sigctl/sc2.lab.test@LAB.TEST" in out  # through telekey's TGS exchange
+    assert "tgs_req" in out and "as_req" in out
     assert (tmp_path / "telekey.ccache").exists()
 
 
