@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := softhsm2 opensc krb5-kdc krb5-admin-server krb5-user krb5-pkinit tshark
+APT_PACKAGES := softhsm2 opensc krb5-kdc krb5-admin-server krb5-user krb5-pkinit tshark postgresql
 STAMP := $(VENV)/.installed
 
 .PHONY: lab test deps system-deps python-deps bench lint clean
