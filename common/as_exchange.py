@@ -43,6 +43,14 @@ from common.crypto.cms import (
 from common.crypto.dh import generate_dh, generate_ecdh, identify_group, known_groups
 from common.crypto.keys import Key
 from common.crypto.pkinit_kdf import KDF_HASHES, octetstring2key, pkinit_kdf
+from common.device_policy import (
+    Binding,
+    ClientNameMismatch,
+    CustomerStore,
+    DevicePolicy,
+    bind_certificate,
+    verify_device_chain,
+)
 from common.errors import ClockSkew, KerberosError, MalformedMessage, ModifiedError
 from common.messages.cms import AlgorithmIdentifier, SignedData, decode_signed_data
 from common.messages.kdc_rep import encode_as_rep
@@ -83,7 +91,6 @@ from common.messages.types import (
     TypedDataEntry,
     find_padata,
 )
-from common.pki import pkinit_san_names, verify_chain, verify_client_eku
 from common.replay import ReplayCache
 from common.tickets import (
     PrincipalEntry,
@@ -93,6 +100,8 @@ from common.tickets import (
     choose_enctype,
     issue_ticket,
 )
+
+DEVICE_PREFIX = "cta"  # device principals: cta/<12 hex digits of the MAC>
 
 # The KDFs telekey offers, in its order of preference when the client lists several.
 KDF_PREFERENCE = ("1.3.6.1.5.2.3.6.2", "1.3.6.1.5.2.3.6.4", "1.3.6.1.5.2.3.6.3",
@@ -109,10 +118,6 @@ class PreauthFailed(KerberosError):
 
 class WrongRealm(KerberosError):
     code = ErrorCode.KDC_ERR_WRONG_REALM
-
-
-class ClientNameMismatch(KerberosError):
-    code = ErrorCode.KDC_ERR_CLIENT_NAME_MISMATCH
 
 
 class DhParametersNotAccepted(KerberosError):
@@ -142,6 +147,14 @@ class AsPolicy:
     default_lifetime: timedelta = timedelta(hours=10)
     require_client_eku: bool = True
     dh_key_reuse: timedelta = timedelta(0)  # RFC 4556 §3.2.3.1; 0 = a fresh key every time
+    manufacturer_anchors: tuple[x509.Certificate, ...] = ()
+    crls: tuple[x509.CertificateRevocationList, ...] = ()
+    unprovisioned_numbers: tuple[str, ...] = ()
+
+    @property
+    def devices(self) -> DevicePolicy:
+        return DevicePolicy(self.realm, self.anchors, self.manufacturer_anchors, self.crls,
+                            self.unprovisioned_numbers, self.require_client_eku)
 
 
 class PkinitState:
@@ -152,7 +165,7 @@ class PkinitState:
 
     def __init__(self, max_thumbprints: int = 10_000) -> None:
         self.max_thumbprints = max_thumbprints
-        self.verified_chains: dict[bytes, datetime] = {}
+        self.verified_chains: dict[bytes, tuple[datetime, str, list[x509.Certificate]]] = {}
         self.dh_keys: dict[tuple[str, int | str], tuple[datetime, object]] = {}
 
     def invalidate(self) -> None:
@@ -166,6 +179,7 @@ def principal_text(name: PrincipalName) -> str:
 
 def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, now: datetime,
                   replay: ReplayCache | None = None, state: PkinitState | None = None,
+                  customers: CustomerStore | None = None,
                   random: Callable[[int], bytes] = os.urandom) -> bytes:
     """Process one AS-REQ; return the DER AS-REP or raise a KerberosError for the edge.
 
@@ -179,6 +193,9 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
     if body.cname is None or body.sname is None:
         raise MalformedMessage("MISSING_NAME", "AS-REQ without cname or sname")
     client = principals.get_principal(principal_text(body.cname))
+    if client is None and body.cname.name_string[:1] == (DEVICE_PREFIX,):
+        # Devices need no database entry: their certificate is the credential.
+        client = PrincipalEntry(principal_text(body.cname))
     if client is None:
         raise PrincipalUnknown("CLIENT_NOT_FOUND", principal_text(body.cname))
     server = principals.get_principal(principal_text(body.sname))
@@ -192,7 +209,7 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
     signed = decode_signed_data(decode_pa_pk_as_req(pa.padata_value).signed_auth_pack)
     if signed.encap_content_info.e_content_type != ID_PKINIT_AUTH_DATA:
         raise MalformedMessage("BAD_CONTENT_TYPE", signed.encap_content_info.e_content_type)
-    cert = _verify_client_certificate(signed, body.cname, policy, now, state)
+    cert, binding = _bind_client_certificate(signed, body.cname, policy, now, state, customers)
     auth_pack = decode_auth_pack(verify_signed_data(signed, cert))
     _verify_pk_authenticator(auth_pack, req, policy, now)
     if replay is not None:
@@ -222,32 +239,40 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
         realm=policy.realm, cname=body.cname, crealm=policy.realm, sname=body.sname,
         server_key=server_key, session_enctype=session_enctype, flags=flags,
         authtime=now.replace(microsecond=0), endtime=endtime.replace(microsecond=0),
-        authorization_data=client.authorization_data or None, random=random)
+        authorization_data=(binding.authorization_data + client.authorization_data) or None,
+        random=random)
     rep = build_kdc_rep(msg_type=MessageType.KRB_AS_REP, issued=issued, nonce=body.nonce,
                         reply_key=reply_key, reply_usage=KeyUsage.AS_REP_ENCPART,
                         padata=(PaData(PaDataType.PA_PK_AS_REP, pk_as_rep),), now=now)
     return encode_as_rep(rep)
 
 
-def _verify_client_certificate(signed: SignedData, cname: PrincipalName, policy: AsPolicy,
-                               now: datetime, state: PkinitState | None) -> x509.Certificate:
+def _bind_client_certificate(signed: SignedData, cname: PrincipalName, policy: AsPolicy,
+                             now: datetime, state: PkinitState | None,
+                             customers: CustomerStore | None
+                             ) -> tuple[x509.Certificate, Binding]:
+    """The signer's certificate and the principal it binds to (common/device_policy.py).
+    Verified chains are cached by thumbprint until their earliest notAfter; CRLs and customer
+    records are consulted on every request."""
     cert = signer_certificate(signed)
     intermediates = certificates_in(signed)
     thumbprint = hashlib.sha256(b"".join(c.public_bytes(Encoding.DER)
                                          for c in [cert, *intermediates])).digest()
-    valid_until = state.verified_chains.get(thumbprint) if state else None
-    if valid_until is None or not now <= valid_until:
-        chain = verify_chain(cert, intermediates, list(policy.anchors), now)
+    cached = state.verified_chains.get(thumbprint) if state else None
+    if cached is not None and now <= cached[0]:
+        _, kind, chain = cached
+    else:
+        kind, chain = verify_device_chain(cert, intermediates, policy.devices, now)
         if state is not None:
             if len(state.verified_chains) >= state.max_thumbprints:
                 state.verified_chains.clear()
-            state.verified_chains[thumbprint] = min(c.not_valid_after_utc for c in chain)
-    verify_client_eku(cert, require=policy.require_client_eku)
-    wanted = (policy.realm, cname.name_string)
-    if not any((n.realm, n.principal_name.name_string) == wanted
-               for n in pkinit_san_names(cert)):
-        raise ClientNameMismatch("CLIENT_NAME_MISMATCH", cert.subject.rfc4514_string())
-    return cert
+            state.verified_chains[thumbprint] = (min(c.not_valid_after_utc for c in chain),
+                                                 kind, chain)
+    binding = bind_certificate(cert, kind, chain, policy.devices, customers)
+    if binding.principal != principal_text(cname):
+        raise ClientNameMismatch("CLIENT_NAME_MISMATCH",
+                                 f"certificate is for {binding.principal}")
+    return cert, binding
 
 
 def _verify_pk_authenticator(auth_pack: AuthPack, req: KdcReq, policy: AsPolicy,

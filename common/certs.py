@@ -80,3 +80,37 @@ def issue_client_certificate(ca: x509.Certificate, ca_key: PrivateKey,
     san = pkinit_san(realm, PrincipalName(NameType.NT_PRINCIPAL, tuple(principal.split("/"))))
     return _issue(ca, ca_key, public, _name(f"{principal}@{realm}", realm), san,
                   ID_PKINIT_KP_CLIENT_AUTH, now, lifetime)
+
+
+# Phone ID extension of operator-issued device certificates (DESIGN.md §2): an OCTET STRING
+# holding SHA-256 of the phone number. telekey has no enterprise number, so the OID is the
+# UUID-derived arc 2.25.<uuid> (ITU-T X.667), which needs no registration.
+PHONE_ID_OID = "2.25.147685396830501606439889228675142073421"
+
+
+def phone_id(phone_number: str) -> bytes:
+    """SHA-256 of the phone number's digits (the seed profile used SHA-1)."""
+    import hashlib
+
+    return hashlib.sha256("".join(c for c in phone_number if c.isdigit()).encode()).digest()
+
+
+def issue_device_certificate(ca: x509.Certificate, ca_key: PrivateKey,
+                             public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey, mac: str,
+                             now: datetime, lifetime: timedelta = timedelta(days=3650),
+                             phone_id_value: bytes | None = None,
+                             organization: str = "Manufacturer") -> x509.Certificate:
+    """A device certificate with the MAC as subject CN and no PKINIT SAN: a factory certificate
+    (manufacturer CA) or, with `phone_id_value`, an operator-issued one (operator CA)."""
+    builder = (x509.CertificateBuilder().subject_name(_name(mac, organization))
+               .issuer_name(ca.subject).public_key(public)
+               .serial_number(x509.random_serial_number())
+               .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + lifetime)
+               .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=False)
+               .add_extension(x509.KeyUsage(True, False, True, False, True, False, False, False,
+                                            False), critical=False))
+    if phone_id_value is not None:
+        der = b"\x04" + bytes([len(phone_id_value)]) + phone_id_value
+        builder = builder.add_extension(
+            x509.UnrecognizedExtension(ObjectIdentifier(PHONE_ID_OID), der), critical=False)
+    return builder.sign(ca_key, hashes.SHA256())

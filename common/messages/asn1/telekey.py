@@ -1,0 +1,19 @@
+"""telekey's own ASN.1 (documented in docs/protocol.md): the device restriction carried in
+tickets as authorization data (local ad-type, inside AD-IF-RELEVANT)."""
+
+from pyasn1.type import char, namedtype, univ
+
+from common.messages.base import explicit as x
+
+NT = namedtype.NamedType
+
+
+class DeviceRestriction(univ.Sequence):
+    """DeviceRestriction ::= SEQUENCE {
+        state            [0] INTEGER,                  -- 1 = unprovisioned
+        allowed-numbers  [1] SEQUENCE OF UTF8String }  -- numbers the device may call"""
+
+    componentType = namedtype.NamedTypes(
+        NT("state", x(0, univ.Integer())),
+        NT("allowed-numbers", x(1, univ.SequenceOf(componentType=char.UTF8String()))),
+    )
