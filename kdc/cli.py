@@ -32,6 +32,8 @@ app = typer.Typer(help=HELP, no_args_is_help=True)
 realm_app = typer.Typer(help="Create a realm's KDC database.", no_args_is_help=True)
 principal_app = typer.Typer(help="Manage principals in the KDC database.", no_args_is_help=True)
 cert_app = typer.Typer(help="Issue certificates from a realm's CA.", no_args_is_help=True)
+customer_app = typer.Typer(help="Customer records: phone number -> phone ID, MAC, status.",
+                           no_args_is_help=True)
 
 DEFAULT_ENCTYPES = (20, 18, 19, 17)
 DbOption = Annotated[str, typer.Option("--db", help="SQLAlchemy URL of the KDC database.")]
@@ -42,6 +44,13 @@ def load_certificates(paths: list[Path]) -> tuple[x509.Certificate, ...]:
         path.read_bytes()))
 
 
+def load_crl(path: Path) -> x509.CertificateRevocationList:
+    data = path.read_bytes()
+    if data.lstrip().startswith(b"-----"):
+        return x509.load_pem_x509_crl(data)
+    return x509.load_der_x509_crl(data)
+
+
 def build_policy(settings: KdcSettings) -> AsPolicy:
     key = load_pem_private_key(settings.kdc_key_file.read_bytes(), None)
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
@@ -50,6 +59,9 @@ def build_policy(settings: KdcSettings) -> AsPolicy:
     signer = file_signer(key, cert, load_certificates(settings.kdc_chain_files))
     return AsPolicy(realm=settings.realm,
                     anchors=load_certificates(settings.pkinit_anchor_files),
+                    manufacturer_anchors=load_certificates(settings.manufacturer_anchor_files),
+                    crls=tuple(load_crl(path) for path in settings.crl_files),
+                    unprovisioned_numbers=tuple(settings.unprovisioned_numbers),
                     kdc_signer=signer, max_skew=timedelta(seconds=settings.max_skew_s),
                     min_dh_bits=settings.min_dh_bits,
                     default_lifetime=timedelta(seconds=settings.default_lifetime_s),
@@ -192,6 +204,45 @@ def principal_ktadd(name: str, keytab: Annotated[Path, typer.Option()],
     keytab.write_bytes(encode_keytab(existing + new))
     keytab.chmod(0o600)
     typer.echo(f"wrote {len(new)} keys of {name}@{realm} to {keytab}")
+
+
+@customer_app.command("add")
+def customer_add(number: Annotated[str, typer.Option(help="Phone number.")],
+                 mac: Annotated[str, typer.Option(help="The device's MAC address.")],
+                 db: DbOption = "sqlite:///kdc.db") -> None:
+    """Add an active customer; prints the phone ID an operator certificate must carry."""
+    database = Database(db)
+    database.migrate()
+    customer = database.add_customer(number, mac)
+    typer.echo(f"customer {customer.phone_number} mac {customer.mac} "
+               f"phone-id {customer.phone_id.hex()}")
+
+
+@customer_app.command("list")
+def customer_list(db: DbOption = "sqlite:///kdc.db") -> None:
+    for c in Database(db).list_customers():
+        typer.echo(f"{c.phone_number}\t{c.mac}\t{'active' if c.active else 'suspended'}\t"
+                   f"{c.phone_id.hex()}")
+
+
+def _set_active(number: str, db: str, active: bool) -> None:
+    if not Database(db).set_customer_active(number, active):
+        typer.echo(f"no customer {number}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"customer {number} {'active' if active else 'suspended'}")
+
+
+@customer_app.command("suspend")
+def customer_suspend(number: Annotated[str, typer.Option()],
+                     db: DbOption = "sqlite:///kdc.db") -> None:
+    """Suspend: the device's operator certificate stops working (KDC error 18)."""
+    _set_active(number, db, False)
+
+
+@customer_app.command("activate")
+def customer_activate(number: Annotated[str, typer.Option()],
+                      db: DbOption = "sqlite:///kdc.db") -> None:
+    _set_active(number, db, True)
 
 
 if __name__ == "__main__":

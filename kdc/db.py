@@ -11,10 +11,12 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from common.certs import phone_id
 from common.crypto import Key
+from common.device_policy import Customer
 from common.tickets import KeyEntry, PrincipalEntry
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 metadata = sa.MetaData()
 
 schema_version = sa.Table("schema_version", metadata,
@@ -35,8 +37,17 @@ keys = sa.Table(
     sa.UniqueConstraint("principal_id", "kvno", "enctype"),
 )
 
-# Migrations: version -> statements that bring the previous version to it.
-MIGRATIONS: dict[int, list[str]] = {}
+customers = sa.Table(
+    "customers", metadata,
+    sa.Column("phone_number", sa.String(32), primary_key=True),
+    sa.Column("phone_id", sa.LargeBinary(32), nullable=False, unique=True),
+    sa.Column("mac", sa.String(17), nullable=False),
+    sa.Column("active", sa.Boolean, nullable=False),
+)
+
+# Migrations: version -> statements that bring the previous version to it. Tables new in a
+# version are created by metadata.create_all; statements here alter existing ones.
+MIGRATIONS: dict[int, list[str]] = {2: []}  # v2: the customers table
 
 
 class Database:
@@ -99,3 +110,30 @@ class Database:
             name=row.name,
             keys=tuple(KeyEntry(k.kvno, Key(k.enctype, k.key)) for k in key_rows),
             max_life=timedelta(seconds=row.max_life_s) if row.max_life_s else None)
+
+    # --- customers (seed 001: phone number -> phone ID, MAC, active or suspended) ---------
+
+    def add_customer(self, phone_number: str, mac: str) -> Customer:
+        customer = Customer(phone_number, phone_id(phone_number), mac.lower(), True)
+        with self.engine.begin() as conn:
+            conn.execute(customers.insert().values(phone_number=customer.phone_number,
+                                                   phone_id=customer.phone_id, mac=customer.mac,
+                                                   active=True))
+        return customer
+
+    def set_customer_active(self, phone_number: str, active: bool) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(customers.update().where(
+                customers.c.phone_number == phone_number).values(active=active))
+            return bool(result.rowcount)
+
+    def list_customers(self) -> list[Customer]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(customers).order_by(customers.c.phone_number)).all()
+        return [Customer(r.phone_number, r.phone_id, r.mac, r.active) for r in rows]
+
+    def customer_by_phone_id(self, phone_id_value: bytes) -> Customer | None:
+        with self.engine.connect() as conn:
+            r = conn.execute(sa.select(customers).where(
+                customers.c.phone_id == phone_id_value)).first()
+        return None if r is None else Customer(r.phone_number, r.phone_id, r.mac, r.active)

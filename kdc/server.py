@@ -51,7 +51,8 @@ class Kdc:
         try:
             if kind == "as_req":
                 reply = handle_as_req(data, policy=self.policy, principals=self.principals,
-                                      now=now, replay=self.replay, state=self.state)
+                                      now=now, replay=self.replay, state=self.state,
+                                      customers=self.principals)
             elif kind == "tgs_req":
                 reply = handle_tgs_req(
                     data, realm=self.policy.realm, principals=self.principals, now=now,

@@ -16,7 +16,10 @@ class KdcSettings(BaseSettings):
     kdc_cert_file: Path
     kdc_key_file: Path  # PEM private key file (PKCS#11 token support: issue #3 follow-up)
     kdc_chain_files: list[Path] = []
-    pkinit_anchor_files: list[Path]
+    pkinit_anchor_files: list[Path]  # operator roots
+    manufacturer_anchor_files: list[Path] = []  # device factory roots (seed 001)
+    crl_files: list[Path] = []  # PEM or DER CRLs for operator-issued certificates
+    unprovisioned_numbers: list[str] = ["611", "911"]  # what unprovisioned devices may call
     max_skew_s: int = 300
     min_dh_bits: int = 2048
     default_lifetime_s: int = 36_000

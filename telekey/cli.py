@@ -15,7 +15,7 @@ app = typer.Typer(help="telekey: key management and secure signaling for IP tele
 def _add_groups() -> None:
     from cta.cli import app as cta
     from kdc.cli import app as kdc
-    from kdc.cli import cert_app, principal_app, realm_app
+    from kdc.cli import cert_app, customer_app, principal_app, realm_app
     from keyserver.cli import app as keyserver
     from provisioning.cli import app as provisioning
     from sigctl.cli import app as sigctl
@@ -26,6 +26,7 @@ def _add_groups() -> None:
     app.add_typer(realm_app, name="realm")
     app.add_typer(principal_app, name="principal")
     app.add_typer(cert_app, name="cert")
+    app.add_typer(customer_app, name="customer")
 
 
 _add_groups()

@@ -8,7 +8,7 @@ from kdc.db import Database
 
 def test_ttl(tmp_path):
     db = Database(f"sqlite:///{tmp_path}/kdc.db")
-    assert db.migrate() == 1
+    assert db.migrate() == 2
     clock = [100.0]
     cache = CachedPrincipals(db, ttl=2.0, clock=lambda: clock[0])
     assert cache.get_principal("phone9") is None
@@ -22,3 +22,20 @@ def test_ttl(tmp_path):
     clock[0] += 2.5
     assert cache.get_principal("phone9") is None
     assert (tmp_path / "kdc.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_v1_database_migrates_to_v2_keeping_principals(tmp_path):
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    db = Database(url)
+    db.migrate()
+    db.add_principal("sigctl/sc1", [(3, Key.random(18))])
+    with db.engine.begin() as conn:  # make it look like a version-1 database
+        conn.execute(sa.text("DROP TABLE customers"))
+        conn.execute(sa.text("UPDATE schema_version SET version = 1"))
+    assert Database(url).migrate() == 2
+    again = Database(url)
+    assert again.get_principal("sigctl/sc1").keys[0].kvno == 3
+    again.add_customer("+1 555 0100", "00:1A:2B:3C:4D:5E")
+    assert [c.mac for c in again.list_customers()] == ["00:1a:2b:3c:4d:5e"]
