@@ -139,3 +139,20 @@ def test_revoked_operator_certificate_is_72():
     with pytest.raises(KerberosError) as err:
         login(cert, store=store, the_policy=policy(crls=(crl,)))
     assert int(err.value.code) == 72
+
+
+def test_device_restriction_known_answer():
+    """docs/protocol.md's known-answer vector, in both codecs."""
+    from common.messages.asn1.telekey import DeviceRestriction as Schema
+    from common.messages.base import encode_der_reference
+    from common.messages.restriction import (
+        DeviceRestriction,
+        decode_device_restriction,
+        encode_device_restriction,
+    )
+
+    value = DeviceRestriction(1, ("611", "911"))
+    expected = bytes.fromhex("3013a003020101a10c300a0c033631310c03393131")
+    assert encode_device_restriction(value) == expected
+    assert encode_der_reference(value, Schema()) == expected
+    assert decode_device_restriction(expected) == value
