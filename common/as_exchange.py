@@ -12,6 +12,7 @@ TD-DH-PARAMETERS). Then the KDC's DH half is signed into the reply, the reply ke
 """
 
 import hashlib
+import hmac
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -128,6 +129,10 @@ class PaChecksumMissing(KerberosError):
     code = ErrorCode.KDC_ERR_PA_CHECKSUM_MUST_BE_INCLUDED
 
 
+class PreauthExpired(KerberosError):
+    code = ErrorCode.KDC_ERR_PREAUTH_EXPIRED
+
+
 class PrincipalStore(Protocol):
     """Looks principals up by name without realm ('krbtgt/EXAMPLE.TEST', 'phone1')."""
 
@@ -150,6 +155,7 @@ class AsPolicy:
     manufacturer_anchors: tuple[x509.Certificate, ...] = ()
     crls: tuple[x509.CertificateRevocationList, ...] = ()
     unprovisioned_numbers: tuple[str, ...] = ()
+    require_freshness: bool = False  # RFC 8070: refuse PKINIT requests without a token
 
     @property
     def devices(self) -> DevicePolicy:
@@ -202,8 +208,10 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
     if server is None:
         raise ServerUnknown("SERVER_NOT_FOUND", principal_text(body.sname))
     pa = find_padata(req.padata, PaDataType.PA_PK_AS_REQ)
+    freshness_key = _freshness_key(principals, policy.realm)
     if pa is None:
-        methods = (PaData(PaDataType.PA_PK_AS_REQ, b""),)
+        methods = (PaData(PaDataType.PA_PK_AS_REQ, b""),
+                   PaData(PaDataType.PA_AS_FRESHNESS, make_freshness_token(freshness_key, now)))
         raise PreauthRequired("PREAUTH_REQUIRED", e_data=encode_method_data(methods))
 
     signed = decode_signed_data(decode_pa_pk_as_req(pa.padata_value).signed_auth_pack)
@@ -212,6 +220,7 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
     cert, binding = _bind_client_certificate(signed, body.cname, policy, now, state, customers)
     auth_pack = decode_auth_pack(verify_signed_data(signed, cert))
     _verify_pk_authenticator(auth_pack, req, policy, now)
+    _verify_freshness(auth_pack.pk_authenticator.freshness_token, freshness_key, policy, now)
     if replay is not None:
         replay.check_and_add(hashlib.sha256(signed.signer_infos[0].signature).digest(), now)
 
@@ -288,6 +297,42 @@ def _verify_pk_authenticator(auth_pack: AuthPack, req: KdcReq, policy: AsPolicy,
     expected = hashlib.sha1(encode_kdc_req_body(req.req_body)).digest()
     if pk.pa_checksum != expected:
         raise ModifiedError("PA_CHECKSUM_MISMATCH")
+
+
+# --- RFC 8070 freshness tokens ---------------------------------------------------------------
+# Token = issue time (8 bytes, big-endian seconds) | HMAC-SHA256(K, "telekey-freshness-v1" |
+# time)[:16], with K = PRF of the realm's newest krbtgt key (RFC 3961 §3): every KDC sharing
+# the database issues and accepts the same tokens. A token is good for 2 x max_skew.
+
+_FRESHNESS_LABEL = b"telekey-freshness-v1"
+
+
+def _freshness_key(principals: PrincipalStore, realm: str) -> bytes:
+    krbtgt = principals.get_principal(f"krbtgt/{realm}")
+    if krbtgt is None or not krbtgt.keys:
+        raise ServerUnknown("NO_KRBTGT", realm)
+    newest = max(krbtgt.keys, key=lambda k: (k.kvno, k.key.enctype))
+    return newest.key.prf(_FRESHNESS_LABEL)
+
+
+def make_freshness_token(key: bytes, now: datetime) -> bytes:
+    stamp = int(now.timestamp()).to_bytes(8, "big")
+    return stamp + hmac.new(key, _FRESHNESS_LABEL + stamp, "sha256").digest()[:16]
+
+
+def _verify_freshness(token: bytes | None, key: bytes, policy: AsPolicy, now: datetime) -> None:
+    """A token we did not issue (another KDC's, or forged) counts as no token; then
+    `require_freshness` decides (24). One of ours that is too old is 90 PREAUTH_EXPIRED."""
+    ours = token is not None and len(token) == 24 and hmac.compare_digest(
+        token[8:], hmac.new(key, _FRESHNESS_LABEL + token[:8], "sha256").digest()[:16])
+    if not ours:
+        if policy.require_freshness:
+            raise PreauthFailed("FRESHNESS_TOKEN_REQUIRED")
+        return
+    assert token is not None
+    issued = int.from_bytes(token[:8], "big")
+    if abs(now.timestamp() - issued) > 2 * policy.max_skew.total_seconds():
+        raise PreauthExpired("FRESHNESS_TOKEN_EXPIRED")
 
 
 def _accepted_dh_parameters(policy: AsPolicy) -> bytes:

@@ -88,6 +88,7 @@ class PkinitOptions:
     kdfs: tuple[str, ...] = (ID_PKINIT_KDF_SHA256, ID_PKINIT_KDF_SHA1, ID_PKINIT_KDF_SHA512)
     enctypes: tuple[int, ...] = (18, 17, 20, 19)
     digest: str = "sha256"
+    freshness_token: bytes | None = None  # RFC 8070: from the KDC's PREAUTH_REQUIRED
     # Test hooks: change the request after it is otherwise correct.
     tamper_auth_pack: Callable[[AuthPack], AuthPack] | None = field(default=None)
     tamper_signed: Callable[[bytes], bytes] | None = field(default=None)
@@ -103,7 +104,8 @@ def build_pkinit_as_req(*, cname: PrincipalName, realm: str, sname: PrincipalNam
     body = KdcReqBody(0x40000010, cname, realm, sname, None, till.replace(microsecond=0),
                       None, nonce, options.enctypes, None, None, None)
     pk_auth = PkAuthenticator(now.microsecond, now.replace(microsecond=0), nonce,
-                              hashlib.sha1(encode_kdc_req_body(body)).digest(), None, None)
+                              hashlib.sha1(encode_kdc_req_body(body)).digest(),
+                              options.freshness_token, None)
     dh = None
     spki = None
     if options.group:

@@ -29,6 +29,7 @@ class KdcSettings(BaseSettings):
     tcp_idle_timeout_s: float = 30.0
     vague_errors: bool = False
     principal_cache_ttl_s: float = 2.0
+    require_freshness: bool = False  # RFC 8070: refuse PKINIT requests without our token
     dh_key_reuse_s: int = 0  # reuse the KDC's DH key this long (RFC 4556 §3.2.3.1); 0 = never
     log_json: bool = True
 

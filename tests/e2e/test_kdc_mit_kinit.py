@@ -15,7 +15,8 @@ REALM = "EXAMPLE.TEST"
 
 
 @pytest.fixture
-def kdc(tmp_path):
+def kdc(tmp_path, request):
+    extra = getattr(request, "param", {})
     db = f"sqlite:///{tmp_path}/kdc.db"
     telekey_cmd("realm", "init", "--realm", REALM, "--db", db)
     telekey_cmd("principal", "add", "phone1", "--db", db)
@@ -23,10 +24,18 @@ def kdc(tmp_path):
                 "--max-life-hours", "168", "--db", db)
     config = write_kdc_config(tmp_path, realm=REALM, db_url=db,
                               cert=MIT_FIXTURES / "kdc.pem", key=MIT_FIXTURES / "kdc.key",
-                              anchors=[MIT_FIXTURES / "cacert.pem"])
+                              anchors=[MIT_FIXTURES / "cacert.pem"], **extra)
     process = start_kdc(config, tmp_path / "kdc.log")
     yield process
     process.stop()
+
+
+@pytest.mark.parametrize("kdc", [{"require_freshness": True}], indirect=True)
+def test_mit_kinit_echoes_our_freshness_token(kdc, tmp_path):
+    """RFC 8070: with freshness required, MIT's kinit succeeds only by echoing our token."""
+    result = kinit(mit_env(tmp_path, kdc.port))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "freshness token" in result.stderr
 
 
 def mit_env(tmp_path, port, extra_libdefaults=""):

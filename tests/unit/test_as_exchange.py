@@ -93,7 +93,24 @@ def test_request_without_pkinit_gets_preauth_required(policy, principals):
                       now=auth.pk_authenticator.ctime)
     assert err.value.code is ErrorCode.KDC_ERR_PREAUTH_REQUIRED
     methods = decode_method_data(err.value.e_data)
-    assert [m.padata_type for m in methods] == [PaDataType.PA_PK_AS_REQ]
+    assert [m.padata_type for m in methods] == [PaDataType.PA_PK_AS_REQ,
+                                                PaDataType.PA_AS_FRESHNESS]
+    assert len(methods[1].padata_value) == 24
+
+
+def test_mit_token_is_not_ours_so_required_freshness_refuses(principals):
+    """MIT's request carries MIT's KDC's token: with freshness required that is 24."""
+    import dataclasses
+
+    data, _, auth = mit_request()
+    key = load_pem_private_key((MIT_FIXTURES / "kdc.key").read_bytes(), None)
+    strict = dataclasses.replace(
+        AsPolicy(realm=REALM, anchors=(pem("cacert.pem"),),
+                 kdc_signer=file_signer(key, pem("kdc.pem"))), require_freshness=True)
+    with pytest.raises(KerberosError) as err:
+        handle_as_req(data, policy=strict, principals=principals,
+                      now=auth.pk_authenticator.ctime)
+    assert err.value.code is ErrorCode.KDC_ERR_PREAUTH_FAILED
 
 
 def test_skewed_request_gets_skew_error(policy, principals):

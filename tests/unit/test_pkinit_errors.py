@@ -150,3 +150,28 @@ def test_thumbprint_cache_remembers_chain_until_invalidated():
         handle_as_req(request(now).data, policy=untrusting, principals=PRINCIPALS, now=now,
                       state=state)
     assert int(err.value.code) == 70
+
+
+def test_freshness_token_round_trip_and_expiry():
+    from datetime import timedelta
+
+    from common.as_exchange import make_freshness_token
+    from common.messages.kdc_req import KdcReq, decode_as_req, encode_as_req
+    from common.messages.krb_error import decode_method_data
+
+    now = datetime.now(UTC)
+    strict = policy(require_freshness=True)
+    bare = decode_as_req(request(now).data)
+    with pytest.raises(KerberosError) as err:
+        kdc(encode_as_req(KdcReq(5, 10, None, bare.req_body)), now, strict)
+    token = decode_method_data(err.value.e_data)[1].padata_value
+    assert kdc(request(now, freshness_token=token).data, now, strict)
+    with pytest.raises(KerberosError) as err:
+        kdc(request(now).data, now, strict)
+    assert int(err.value.code) == 24
+    newest = max(PRINCIPALS.get_principal(f"krbtgt/{REALM}").keys,
+                 key=lambda k: (k.kvno, k.key.enctype)).key
+    old = make_freshness_token(newest.prf(b"telekey-freshness-v1"), now - timedelta(hours=1))
+    with pytest.raises(KerberosError) as err:
+        kdc(request(now, freshness_token=old).data, now, strict)
+    assert int(err.value.code) == 90
