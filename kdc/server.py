@@ -10,20 +10,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from prometheus_client import start_http_server
+
 from common.as_exchange import AsPolicy, PkinitState, handle_as_req, krbtgt_name
 from common.codes import ErrorCode
 from common.errors import FieldTooLong, KerberosError, MalformedMessage, ResponseTooBig
 from common.framing import RecordBuffer, encode_record
 from common.log import get_logger
 from common.messages.krb_error import encode_krb_error, error_reply
+from common.rate_limit import RateLimiter
 from common.replay import ReplayCache
 from common.tgs_exchange import handle_tgs_req
+from kdc import metrics
 from kdc.cache import CachedPrincipals
 from kdc.db import Database
 from kdc.settings import KdcSettings
 
 log = get_logger("kdc")
 AS_REQ_TAG, TGS_REQ_TAG = 0x6A, 0x6C
+
+
+class KdcBusy(KerberosError):
+    """A source over its AS request rate (TCP only; over UDP it is not answered)."""
+
+    code = ErrorCode.KDC_ERR_SVC_UNAVAILABLE
 
 
 @dataclass
@@ -35,9 +45,14 @@ class Kdc:
     state: PkinitState = field(default_factory=PkinitState)
     principals: CachedPrincipals | None = None
 
+    limiter: RateLimiter | None = None
+
     def __post_init__(self) -> None:
         if self.principals is None:
             self.principals = CachedPrincipals(self.db, self.settings.principal_cache_ttl_s)
+        if self.limiter is None and self.settings.as_rate_per_source > 0:
+            self.limiter = RateLimiter(self.settings.as_rate_per_source,
+                                       self.settings.as_burst_per_source)
 
     def handle(self, data: bytes, peer: str, transport: str) -> bytes | None:
         """One request in, one reply out (None: drop a datagram too garbled to answer)."""
@@ -47,6 +62,12 @@ class Kdc:
         if kind is None and transport == "udp":
             log.info("dropped", peer=peer, transport=transport, size=len(data))
             return None
+        if kind == "as_req" and self.limiter is not None and \
+                not self.limiter.allow(peer.rsplit(":", 1)[0], started):
+            metrics.rate_limited.labels(transport).inc()
+            if transport == "udp":  # never amplify a flood: no answer on UDP
+                return None
+            return self._error(KdcBusy("RATE_LIMITED"), now)
         status, code = "OK", 0
         try:
             if kind == "as_req":
@@ -70,8 +91,11 @@ class Kdc:
         if transport == "udp" and len(reply) > self.settings.udp_max_reply_bytes:
             status, code = "RESPONSE_TOO_BIG", int(ErrorCode.KRB_ERR_RESPONSE_TOO_BIG)
             reply = self._error(ResponseTooBig("RESPONSE_TOO_BIG"), now)
+        elapsed = time.perf_counter() - started
+        metrics.requests.labels(kind or "unknown", str(code)).inc()
+        metrics.processing.labels(kind or "unknown").observe(elapsed)
         log.info(kind or "unknown", peer=peer, transport=transport, status=status, code=code,
-                 duration_ms=round((time.perf_counter() - started) * 1000, 3))
+                 duration_ms=round(elapsed * 1000, 3))
         return reply
 
     def _error(self, exc: BaseException, now: datetime) -> bytes:
@@ -162,8 +186,13 @@ async def serve(kdc: Kdc) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    metrics_port = None
+    if settings.metrics_port is not None:
+        metrics_server, _ = start_http_server(settings.metrics_port, settings.listen_host,
+                                              registry=metrics.registry)
+        metrics_port = metrics_server.server_port
     log.info("listening", host=settings.listen_host, port=port, realm=settings.realm,
-             transports=["udp", "tcp"])
+             transports=["udp", "tcp"], metrics_port=metrics_port)
     try:
         await stop.wait()
     finally:

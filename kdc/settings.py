@@ -28,6 +28,9 @@ class KdcSettings(BaseSettings):
     max_tcp_connections: int = 512
     tcp_idle_timeout_s: float = 30.0
     vague_errors: bool = False
+    as_rate_per_source: float = 50.0  # AS requests per second per address (0 = no limit)
+    as_burst_per_source: float = 100.0
+    metrics_port: int | None = None  # Prometheus /metrics on listen_host (0 = any free port)
     principal_cache_ttl_s: float = 2.0
     require_freshness: bool = False  # RFC 8070: refuse PKINIT requests without our token
     dh_key_reuse_s: int = 0  # reuse the KDC's DH key this long (RFC 4556 §3.2.3.1); 0 = never

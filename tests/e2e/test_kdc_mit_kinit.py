@@ -247,3 +247,29 @@ def test_tshark_finds_no_more_malformed_items_than_in_mit_own_exchange(kdc, tmp_
     assert (theirs, their_errors) == (4, 0) and their_replies >= 1
     assert our_replies >= 1, text[-2000:]
     assert our_errors == 0 and ours <= theirs, text[-4000:]
+
+
+@pytest.mark.parametrize("kdc", [{"as_rate_per_source": 1, "as_burst_per_source": 2,
+                                  "metrics_port": 0}], indirect=True)
+def test_rate_limit_and_metrics(kdc):
+    """Past its burst a source gets KDC_ERR_SVC_UNAVAILABLE on TCP and silence on UDP; the
+    Prometheus endpoint counts requests by code and the refusals."""
+    import socket
+    import urllib.request
+
+    from common.messages.krb_error import decode_krb_error
+
+    codes = [decode_krb_error(_exchange_tcp(kdc.port, _bare_as_req())).error_code
+             for _ in range(4)]
+    assert codes[:2] == [25, 25] and codes[2:] == [29, 29]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(0.5)
+        sock.sendto(_bare_as_req(), ("127.0.0.1", kdc.port))
+        with pytest.raises(TimeoutError):
+            sock.recvfrom(65536)
+    port = next(e["metrics_port"] for e in kdc.log_events() if e.get("event") == "listening")
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'telekey_kdc_requests_total{code="25",kind="as_req"} 2.0' in text
+    assert 'telekey_kdc_rate_limited_total{transport="tcp"} 2.0' in text
+    assert 'telekey_kdc_rate_limited_total{transport="udp"} 1.0' in text
+    assert "telekey_kdc_processing_seconds_bucket" in text
