@@ -77,7 +77,7 @@ def main() -> None:
 @app.command()
 def run(config: Annotated[Path, typer.Option(exists=True, help="TOML settings file.")]) -> None:
     """Serve AS (PKINIT) requests on TCP and UDP until SIGTERM."""
-    from kdc.server import Kdc, serve
+    from kdc.server import Kdc, run_workers, serve
     from telekey.runtime import run as run_loop
 
     try:
@@ -86,9 +86,16 @@ def run(config: Annotated[Path, typer.Option(exists=True, help="TOML settings fi
         typer.echo(f"invalid settings in {config}:\n{exc}", err=True)
         raise typer.Exit(2) from exc
     configure(json=settings.log_json)
-    db = Database(settings.database_url)
-    db.migrate()
-    run_loop(serve(Kdc(settings, build_policy(settings), db)))
+    Database(settings.database_url).migrate()
+    policy = build_policy(settings)
+
+    def make_kdc() -> Kdc:
+        return Kdc(settings, policy, Database(settings.database_url))
+
+    if settings.workers > 1:
+        run_workers(settings, make_kdc, run_loop)
+    else:
+        run_loop(serve(make_kdc()))
 
 
 def write_private_key(path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:

@@ -3,13 +3,16 @@
 log one line per request, stop on SIGTERM. Protocol decisions live in common/."""
 
 import asyncio
+import os
 import signal
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from prometheus_client import start_http_server
 
 from common.as_exchange import AsPolicy, PkinitState, handle_as_req, krbtgt_name
@@ -152,14 +155,20 @@ async def _serve_tcp(kdc: Kdc, limit: asyncio.Semaphore, reader: asyncio.StreamR
             writer.close()
 
 
-def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
-    """UDP and TCP sockets on the same port (with port 0: a free port both can have)."""
+def _bind_pair(host: str, port: int, reuse_port: bool = False
+               ) -> tuple[socket.socket, socket.socket]:
+    """UDP and TCP sockets on the same port (with port 0: a free port both can have).
+    With `reuse_port`, several worker processes bind the same port (SO_REUSEPORT) and the
+    kernel spreads connections and datagrams across them."""
     for _ in range(20):
         udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        for sock in (udp, tcp):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         udp.bind((host, port))
         chosen = udp.getsockname()[1]
-        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             tcp.bind((host, chosen))
         except OSError:
@@ -173,10 +182,14 @@ def _bind_pair(host: str, port: int) -> tuple[socket.socket, socket.socket]:
     raise OSError("no free port for both TCP and UDP")
 
 
-async def serve(kdc: Kdc) -> None:
-    """Run until SIGTERM/SIGINT."""
+async def serve(kdc: Kdc, port: int | None = None, worker: int | None = None) -> None:
+    """Run until SIGTERM/SIGINT (as worker `worker` on `port` when the KDC has several)."""
     settings = kdc.settings
-    udp_sock, tcp_sock = _bind_pair(settings.listen_host, settings.listen_port)
+    if worker is not None:
+        structlog.contextvars.bind_contextvars(worker=worker)
+    udp_sock, tcp_sock = _bind_pair(settings.listen_host,
+                                    settings.listen_port if port is None else port,
+                                    reuse_port=worker is not None)
     loop = asyncio.get_running_loop()
     udp_transport, _ = await loop.create_datagram_endpoint(lambda: _Udp(kdc), sock=udp_sock)
     limit = asyncio.Semaphore(settings.max_tcp_connections)
@@ -188,11 +201,17 @@ async def serve(kdc: Kdc) -> None:
         loop.add_signal_handler(sig, stop.set)
     metrics_port = None
     if settings.metrics_port is not None:
-        metrics_server, _ = start_http_server(settings.metrics_port, settings.listen_host,
+        # Each worker serves its own counters: on metrics_port + worker (or any free port).
+        wanted = settings.metrics_port + (worker or 0) if settings.metrics_port else 0
+        metrics_server, _ = start_http_server(wanted, settings.listen_host,
                                               registry=metrics.registry)
         metrics_port = metrics_server.server_port
-    log.info("listening", host=settings.listen_host, port=port, realm=settings.realm,
-             transports=["udp", "tcp"], metrics_port=metrics_port)
+    if worker is None:
+        log.info("listening", host=settings.listen_host, port=port, realm=settings.realm,
+                 transports=["udp", "tcp"], metrics_port=metrics_port)
+    else:
+        log.info("worker_ready", worker=worker, pid=os.getpid(), port=port,
+                 metrics_port=metrics_port)
     try:
         await stop.wait()
     finally:
@@ -200,3 +219,60 @@ async def serve(kdc: Kdc) -> None:
         udp_transport.close()
         await server.wait_closed()
         log.info("stopped")
+
+
+def run_workers(settings: KdcSettings, make_kdc: Callable[[], Kdc],
+                run_loop: Callable[[Any], Any]) -> None:
+    """`workers` processes sharing one port (SO_REUSEPORT). The parent reserves the port,
+    forks the workers (each builds its own Kdc: database engines must not cross a fork), logs
+    `listening` once all are ready, and passes SIGTERM/SIGINT on to them."""
+    udp, tcp = _bind_pair(settings.listen_host, settings.listen_port, reuse_port=True)
+    port = tcp.getsockname()[1]
+    ready_read, ready_write = os.pipe()
+    children = []
+    for worker in range(settings.workers):
+        pid = os.fork()
+        if pid == 0:
+            os.close(ready_read)
+            udp.close()
+            tcp.close()
+
+            async def child(index: int = worker) -> None:
+                kdc = make_kdc()
+                task = asyncio.create_task(serve(kdc, port, index))
+                await asyncio.sleep(0)
+                os.write(ready_write, b"r")
+                await task
+
+            code = 0
+            try:
+                run_loop(child())
+            except BaseException:  # the worker's last act: report and exit non-zero
+                log.exception("worker_failed", worker=worker)
+                code = 1
+            os._exit(code)
+        children.append(pid)
+    os.close(ready_write)
+    started = 0
+    while started < settings.workers:
+        if not os.read(ready_read, 1):
+            break
+        started += 1
+    # The workers hold the port now; the parent's sockets would only steal traffic.
+    udp.close()
+    tcp.close()
+    log.info("listening", host=settings.listen_host, port=port, realm=settings.realm,
+             transports=["udp", "tcp"], workers=settings.workers, pids=children)
+
+    def forward(signum: int, _frame: object) -> None:
+        for pid in children:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    for pid in children:
+        os.waitpid(pid, 0)
+    log.info("stopped", workers=settings.workers)

@@ -25,6 +25,7 @@ class KdcSettings(BaseSettings):
     default_lifetime_s: int = 36_000
     max_record_bytes: int = 65_536
     udp_max_reply_bytes: int = 1400
+    workers: int = 1  # processes sharing the port (SO_REUSEPORT), e.g. one per core
     max_tcp_connections: int = 512
     tcp_idle_timeout_s: float = 30.0
     vague_errors: bool = False

@@ -273,3 +273,24 @@ def test_rate_limit_and_metrics(kdc):
     assert 'telekey_kdc_rate_limited_total{transport="tcp"} 2.0' in text
     assert 'telekey_kdc_rate_limited_total{transport="udp"} 1.0' in text
     assert "telekey_kdc_processing_seconds_bucket" in text
+
+
+@pytest.mark.parametrize("kdc", [{"workers": 2}], indirect=True)
+def test_two_workers_share_the_port(kdc, tmp_path):
+    """workers = 2: two processes on one port (SO_REUSEPORT); logins keep working, and both
+    workers get requests over the connections the kernel spreads between them."""
+    import os
+
+    listening = next(e for e in kdc.log_events() if e.get("event") == "listening")
+    assert listening["workers"] == 2 and len(listening["pids"]) == 2
+    ready = {e["pid"] for e in kdc.log_events() if e.get("event") == "worker_ready"}
+    assert ready == set(listening["pids"])
+    for _ in range(24):  # 24 connections: all on one worker has odds 2**-23
+        _exchange_tcp(kdc.port, _bare_as_req())
+    assert kinit(mit_env(tmp_path, kdc.port)).returncode == 0
+    served_by = {e.get("worker") for e in kdc.log_events() if e.get("event") == "as_req"}
+    assert served_by == {0, 1}
+    kdc.stop()
+    for pid in listening["pids"]:  # SIGTERM reached the workers too
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
