@@ -21,7 +21,7 @@ from common.as_exchange import AsPolicy
 from common.certs import build_ca, issue_client_certificate, issue_kdc_certificate
 from common.codes import NameType
 from common.crypto import Key
-from common.crypto.cms import file_signer
+from common.crypto.cms import Signer, file_signer
 from common.keytab import KeytabEntry, decode_keytab, encode_keytab
 from common.log import configure
 from kdc.db import Database
@@ -51,12 +51,28 @@ def load_crl(path: Path) -> x509.CertificateRevocationList:
     return x509.load_der_x509_crl(data)
 
 
-def build_policy(settings: KdcSettings) -> AsPolicy:
+def build_signer(settings: KdcSettings) -> Signer:
+    """The KDC's PKINIT signer: a PKCS#11 token key when pkcs11_token_label is set, else the
+    PEM key file."""
+    cert = x509.load_pem_x509_certificate(settings.kdc_cert_file.read_bytes())
+    chain = load_certificates(settings.kdc_chain_files)
+    if settings.pkcs11_token_label:
+        from kdc.token import token_signer
+
+        if settings.pkcs11_pin_file is None:
+            raise ValueError("pkcs11_pin_file is required with pkcs11_token_label")
+        return token_signer(settings.pkcs11_module, settings.pkcs11_token_label,
+                            settings.pkcs11_pin_file, settings.pkcs11_key_label, cert, chain)
+    if settings.kdc_key_file is None:
+        raise ValueError("set kdc_key_file or pkcs11_token_label")
     key = load_pem_private_key(settings.kdc_key_file.read_bytes(), None)
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise ValueError("the KDC key must be RSA or ECDSA")
-    cert = x509.load_pem_x509_certificate(settings.kdc_cert_file.read_bytes())
-    signer = file_signer(key, cert, load_certificates(settings.kdc_chain_files))
+    return file_signer(key, cert, chain)
+
+
+def build_policy(settings: KdcSettings) -> AsPolicy:
+    signer = build_signer(settings)
     return AsPolicy(realm=settings.realm,
                     anchors=load_certificates(settings.pkinit_anchor_files),
                     manufacturer_anchors=load_certificates(settings.manufacturer_anchor_files),
@@ -87,12 +103,13 @@ def run(config: Annotated[Path, typer.Option(exists=True, help="TOML settings fi
         raise typer.Exit(2) from exc
     configure(json=settings.log_json)
     Database(settings.database_url).migrate()
-    policy = build_policy(settings)
 
     def make_kdc() -> Kdc:
-        return Kdc(settings, policy, Database(settings.database_url))
+        # Built per process: a PKCS#11 session and a database engine must not cross a fork.
+        return Kdc(settings, build_policy(settings), Database(settings.database_url))
 
     if settings.workers > 1:
+        x509.load_pem_x509_certificate(settings.kdc_cert_file.read_bytes())  # fail early
         run_workers(settings, make_kdc, run_loop)
     else:
         run_loop(serve(make_kdc()))

@@ -14,7 +14,11 @@ class KdcSettings(BaseSettings):
     listen_host: str = "127.0.0.1"
     listen_port: int = 88  # 0 = pick a free port (tests); TCP and UDP share it
     kdc_cert_file: Path
-    kdc_key_file: Path  # PEM private key file (PKCS#11 token support: issue #3 follow-up)
+    kdc_key_file: Path | None = None  # PEM private key file, or the token settings below
+    pkcs11_module: Path = Path("/usr/lib/softhsm/libsofthsm2.so")
+    pkcs11_token_label: str | None = None  # sign inside this token instead of kdc_key_file
+    pkcs11_pin_file: Path | None = None  # mode 0600
+    pkcs11_key_label: str = "kdc"
     kdc_chain_files: list[Path] = []
     pkinit_anchor_files: list[Path]  # operator roots
     manufacturer_anchor_files: list[Path] = []  # device factory roots (seed 001)

@@ -35,11 +35,13 @@ def telekey_cmd(*args: str) -> None:
                    timeout=60)
 
 
-def write_kdc_config(directory: Path, *, realm: str, db_url: str, cert: Path, key: Path,
-                     anchors: list[Path], **extra: object) -> Path:
+def write_kdc_config(directory: Path, *, realm: str, db_url: str, cert: Path,
+                     key: Path | None, anchors: list[Path], **extra: object) -> Path:
     lines = [f'realm = "{realm}"', f'database_url = "{db_url}"', "listen_port = 0",
-             f'kdc_cert_file = "{cert}"', f'kdc_key_file = "{key}"',
+             f'kdc_cert_file = "{cert}"',
              "pkinit_anchor_files = [" + ", ".join(f'"{a}"' for a in anchors) + "]"]
+    if key is not None:
+        lines.append(f'kdc_key_file = "{key}"')
     lines += [f"{k} = {json.dumps(v)}" for k, v in extra.items()]
     path = directory / "kdc.toml"
     path.write_text("[kdc]\n" + "\n".join(lines) + "\n")
