@@ -33,6 +33,7 @@ from common.codes import (
     TypedDataType,
 )
 from common.crypto.cms import (
+    DIGESTS,
     Signer,
     certificates_in,
     choose_content_cipher,
@@ -103,6 +104,7 @@ from common.tickets import (
 )
 
 DEVICE_PREFIX = "cta"  # device principals: cta/<12 hex digits of the MAC>
+CONTROLLER_PREFIX = "sigctl/"  # signaling controllers' service principals
 
 # The KDFs telekey offers, in its order of preference when the client lists several.
 KDF_PREFERENCE = ("1.3.6.1.5.2.3.6.2", "1.3.6.1.5.2.3.6.4", "1.3.6.1.5.2.3.6.3",
@@ -150,6 +152,9 @@ class AsPolicy:
     min_dh_bits: int = 2048
     enctypes: tuple[int, ...] = (20, 18, 19, 17)
     default_lifetime: timedelta = timedelta(hours=10)
+    # Tickets for signaling controllers (sigctl/...) last days (seed 000/001), unless the
+    # principal has its own cap; the client's `till` still applies.
+    controller_lifetime: timedelta = timedelta(days=7)
     require_client_eku: bool = True
     dh_key_reuse: timedelta = timedelta(0)  # RFC 4556 §3.2.3.1; 0 = a fresh key every time
     manufacturer_anchors: tuple[x509.Certificate, ...] = ()
@@ -234,7 +239,9 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
     server_key = server.key_for(policy.enctypes)
     if server_key is None:
         raise ServerUnknown("SERVER_HAS_NO_KEY", server.name)
-    lifetime = server.max_life or policy.default_lifetime
+    lifetime = server.max_life or (policy.controller_lifetime
+                                   if server.name.startswith(CONTROLLER_PREFIX)
+                                   else policy.default_lifetime)
     endtime = now + lifetime
     if body.till.year > 1970 and body.till < endtime:
         endtime = body.till
@@ -294,9 +301,17 @@ def _verify_pk_authenticator(auth_pack: AuthPack, req: KdcReq, policy: AsPolicy,
     if pk.pa_checksum is None:
         raise PaChecksumMissing("PA_CHECKSUM_MISSING")
     # Strict DER: the re-encoded body is the received body (docs/protocol.md §1).
-    expected = hashlib.sha1(encode_kdc_req_body(req.req_body)).digest()
-    if pk.pa_checksum != expected:
+    body = encode_kdc_req_body(req.req_body)
+    if not hmac.compare_digest(pk.pa_checksum, hashlib.sha1(body).digest()):
         raise ModifiedError("PA_CHECKSUM_MISMATCH")
+    if pk.pa_checksum2 is not None:
+        # MS-PKCA paChecksum2: the same body under a named SHA-1/SHA-2 hash.
+        digest = DIGESTS.get(pk.pa_checksum2.algorithm_identifier.algorithm)
+        if digest is None:
+            raise ModifiedError("PA_CHECKSUM2_ALGORITHM",
+                                pk.pa_checksum2.algorithm_identifier.algorithm)
+        if not hmac.compare_digest(pk.pa_checksum2.checksum, hashlib.new(digest, body).digest()):
+            raise ModifiedError("PA_CHECKSUM2_MISMATCH")
 
 
 # --- RFC 8070 freshness tokens ---------------------------------------------------------------

@@ -17,6 +17,7 @@ from cryptography import x509
 from common.codes import ErrorCode, KeyUsage, NameType, PaDataType
 from common.crypto import Key
 from common.crypto.cms import (
+    DIGEST_OIDS,
     Signer,
     certificates_in,
     open_envelope,
@@ -53,6 +54,7 @@ from common.messages.pkinit import (
     DomainParameters,
     KdfAlgorithmId,
     Krb5PrincipalName,
+    PaChecksum2,
     PaPkAsReq,
     PkAuthenticator,
     decode_dh_public_value,
@@ -89,6 +91,7 @@ class PkinitOptions:
     enctypes: tuple[int, ...] = (18, 17, 20, 19)
     digest: str = "sha256"
     freshness_token: bytes | None = None  # RFC 8070: from the KDC's PREAUTH_REQUIRED
+    pa_checksum2: str | None = None  # MS-PKCA paChecksum2 digest ("sha256", ...), or none
     # Test hooks: change the request after it is otherwise correct.
     tamper_auth_pack: Callable[[AuthPack], AuthPack] | None = field(default=None)
     tamper_signed: Callable[[bytes], bytes] | None = field(default=None)
@@ -103,9 +106,14 @@ def build_pkinit_as_req(*, cname: PrincipalName, realm: str, sname: PrincipalNam
     nonce = int.from_bytes(random(4), "big") & 0x7FFFFFFF
     body = KdcReqBody(0x40000010, cname, realm, sname, None, till.replace(microsecond=0),
                       None, nonce, options.enctypes, None, None, None)
+    body_der = encode_kdc_req_body(body)
+    checksum2 = None
+    if options.pa_checksum2:
+        checksum2 = PaChecksum2(hashlib.new(options.pa_checksum2, body_der).digest(),
+                                AlgorithmIdentifier(DIGEST_OIDS[options.pa_checksum2], None))
     pk_auth = PkAuthenticator(now.microsecond, now.replace(microsecond=0), nonce,
-                              hashlib.sha1(encode_kdc_req_body(body)).digest(),
-                              options.freshness_token, None)
+                              hashlib.sha1(body_der).digest(), options.freshness_token,
+                              checksum2)
     dh = None
     spki = None
     if options.group:

@@ -81,6 +81,7 @@ def build_policy(settings: KdcSettings) -> AsPolicy:
                     kdc_signer=signer, max_skew=timedelta(seconds=settings.max_skew_s),
                     min_dh_bits=settings.min_dh_bits,
                     default_lifetime=timedelta(seconds=settings.default_lifetime_s),
+                    controller_lifetime=timedelta(seconds=settings.controller_lifetime_s),
                     dh_key_reuse=timedelta(seconds=settings.dh_key_reuse_s),
                     require_freshness=settings.require_freshness)
 

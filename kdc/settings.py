@@ -27,6 +27,7 @@ class KdcSettings(BaseSettings):
     max_skew_s: int = 300
     min_dh_bits: int = 2048
     default_lifetime_s: int = 36_000
+    controller_lifetime_s: int = 604_800  # sigctl/... tickets: 7 days (seed 000/001)
     max_record_bytes: int = 65_536
     udp_max_reply_bytes: int = 1400
     workers: int = 1  # processes sharing the port (SO_REUSEPORT), e.g. one per core

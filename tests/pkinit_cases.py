@@ -78,6 +78,15 @@ def _group2_public_value(pack):
         AlgorithmIdentifier(DH_PUBLIC_NUMBER, params), encode_dh_public_value(y)))
 
 
+def _wrong_checksum2(pack):
+    from common.messages.cms import AlgorithmIdentifier
+    from common.messages.pkinit import PaChecksum2
+
+    return dataclasses.replace(pack, pk_authenticator=dataclasses.replace(
+        pack.pk_authenticator, pa_checksum2=PaChecksum2(
+            bytes(32), AlgorithmIdentifier("2.16.840.1.101.3.4.2.1", None))))
+
+
 # name -> (builder(now) -> request bytes, expected code). The KDC runs at `now`, except for
 # EXPIRED, where both sides live 3000 days later (the fixture certificates end in 2029; the MIT
 # test CA's key is not available to mint an expired certificate).
@@ -88,6 +97,7 @@ CASES = {
     "bad_cms_signature": (lambda now: request(now, tamper_signed=flip_last_byte).data, 64),
     "missing_pa_checksum": (lambda now: request(now, tamper_auth_pack=_no_checksum).data, 79),
     "wrong_pa_checksum": (lambda now: request(now, tamper_auth_pack=_wrong_checksum).data, 41),
+    "wrong_pa_checksum2": (lambda now: request(now, tamper_auth_pack=_wrong_checksum2).data, 41),
     "clock_skew": (lambda now: request(now - timedelta(minutes=10)).data, 37),
     "dh_1024_bits": (lambda now: request(now, tamper_auth_pack=_group2_public_value).data, 65),
     "unknown_principal": (lambda now: request(now, client="nobody").data, 6),

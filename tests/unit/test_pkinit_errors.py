@@ -13,6 +13,7 @@ from common.crypto import Key
 from common.errors import KerberosError
 from common.messages.krb_error import decode_typed_data
 from common.messages.pkinit import decode_domain_parameters, decode_td_dh_parameters
+from common.messages.ticket import decode_enc_ticket_part
 from common.pkinit_client import process_pkinit_as_rep
 from common.replay import ReplayCache
 from common.tickets import KeyEntry, PrincipalEntry
@@ -42,8 +43,10 @@ def kdc(data, now, the_policy=None, replay=None):
 
 
 @pytest.mark.parametrize("options", [{}, {"kdfs": ()}, {"group": 16}, {"group": 0},
-                                     {"group": 0, "enctypes": (20,)}],
-                         ids=["dh14-kdf", "dh14-octetstring2key", "dh16", "rsa", "rsa-aes384"])
+                                     {"group": 0, "enctypes": (20,)},
+                                     {"pa_checksum2": "sha256"}, {"pa_checksum2": "sha512"}],
+                         ids=["dh14-kdf", "dh14-octetstring2key", "dh16", "rsa", "rsa-aes384",
+                              "checksum2-sha256", "checksum2-sha512"])
 def test_round_trip(options):
     now = datetime.now(UTC)
     req = request(now, **options)
@@ -175,3 +178,28 @@ def test_freshness_token_round_trip_and_expiry():
     with pytest.raises(KerberosError) as err:
         kdc(request(now, freshness_token=old).data, now, strict)
     assert int(err.value.code) == 90
+
+
+def test_controller_tickets_last_seven_days_by_default():
+    from datetime import timedelta
+
+    from common.messages.kdc_rep import decode_as_rep
+    from common.messages.types import PrincipalName
+    from common.pkinit_client import build_pkinit_as_req
+    from tests.pkinit_cases import signer as client_signer
+
+    store = Principals(PRINCIPALS)
+    store["sigctl/sc1.example.test"] = PrincipalEntry("sigctl/sc1.example.test",
+                                                      (KeyEntry(1, Key.random(18)),))
+    now = datetime.now(UTC).replace(microsecond=0)
+    for sname, till, expected in (("sigctl/sc1.example.test", timedelta(days=30), 7),
+                                  (f"krbtgt/{REALM}", timedelta(days=30), None)):
+        req = build_pkinit_as_req(
+            cname=PrincipalName(1, ("phone1",)), realm=REALM,
+            sname=PrincipalName(2, tuple(sname.split("/"))), signer=client_signer("phone1"),
+            now=now, till=now + till)
+        rep = decode_as_rep(handle_as_req(req.data, policy=policy(), principals=store, now=now))
+        key = store.get_principal(sname).keys[0].key
+        part = decode_enc_ticket_part(key.decrypt(2, rep.ticket.enc_part.cipher))
+        lifetime = part.endtime - part.authtime
+        assert lifetime == (timedelta(days=expected) if expected else policy().default_lifetime)
