@@ -1,14 +1,16 @@
 """The KDC side of the AS exchange with PKINIT (RFC 4120 §3.1, RFC 4556 §3.2, RFC 5349,
 RFC 8636). No I/O: bytes in, bytes out or a KerberosError, with time and randomness passed in.
 
-Steps, in the order errors are reported: decode; realm and principals; PKINIT padata present
-(else PREAUTH_REQUIRED advertising PA-PK-AS-REQ); CMS SignedData signer certificate chains to
-an anchor (70/71), carries the client EKU (77) and an id-pkinit-san equal to the requested
-client (75); the signature verifies (64); the PKAuthenticator's ctime is within the skew (37,
-with stime), its nonce is the request's and its paChecksum is SHA-1 of the received
-KDC-REQ-BODY (79 when missing, 41 when wrong); the DH group is one we accept (65 with
-TD-DH-PARAMETERS). Then the KDC's DH half is signed into the reply, the reply key derived (RFC
-8636 KDF when the client offers one, else octetstring2key) and the ticket issued.
+Steps, in the order errors are reported (table in docs/protocol.md §5): decode; realm and
+principals; PKINIT padata present (else PREAUTH_REQUIRED advertising PA-PK-AS-REQ and a
+freshness token); the signer's certificate chains to an operator or manufacturer anchor
+(70/71) and binds to the requested client by common/device_policy.py's rules (75, 77, 18,
+72); the signature verifies (64); the PKAuthenticator's ctime is within the skew (37, with
+stime), its nonce is the request's, its paChecksum (and paChecksum2) hash the received
+KDC-REQ-BODY (79 when missing, 41 when wrong); the freshness token (24/90); no replay (34); the
+DH group is one we accept (65 with TD-DH-PARAMETERS). Then the KDC's DH half is signed into
+the reply and the reply key derived (RFC 8636 KDF when offered, else octetstring2key), or the
+reply key is sent by RSA key transport, and the ticket issued.
 """
 
 import hashlib
@@ -180,7 +182,8 @@ class PkinitState:
         self.dh_keys: dict[tuple[str, int | str], tuple[datetime, object]] = {}
 
     def invalidate(self) -> None:
-        """Forget verified chains (e.g. after a CRL or customer-record change)."""
+        """Forget verified chains (e.g. after the anchors change). CRLs and customer records
+        need no invalidation: they are consulted on every request."""
         self.verified_chains.clear()
 
 
