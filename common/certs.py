@@ -114,3 +114,20 @@ def issue_device_certificate(ca: x509.Certificate, ca_key: PrivateKey,
         builder = builder.add_extension(
             x509.UnrecognizedExtension(ObjectIdentifier(PHONE_ID_OID), der), critical=False)
     return builder.sign(ca_key, hashes.SHA256())
+
+
+def issue_device_signing_certificate(ca: x509.Certificate, ca_key: PrivateKey,
+                                     public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey,
+                                     mac: str, now: datetime,
+                                     lifetime: timedelta = timedelta(days=3650)
+                                     ) -> x509.Certificate:
+    """The device's factory certificate-signing certificate (seed 004): a CA limited to one
+    level, so the device can issue itself certificates that chain to the manufacturer."""
+    return (x509.CertificateBuilder().subject_name(_name(f"{mac} signing", "Manufacturer"))
+            .issuer_name(ca.subject).public_key(public)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + lifetime)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, False, False,
+                                         False), critical=True)
+            .sign(ca_key, hashes.SHA256()))

@@ -1,20 +1,176 @@
-"""`telekey cta ...` subcommands. The service itself is built under issue #4."""
+"""`telekey cta manufacture|login` and `telekey cert ca`: the device agent's commands."""
+
+import os
+import secrets
+import socket
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
 
 import typer
-
-HELP = (
-    "Device agent: keys in a PKCS#11 token, PKINIT and AP clients, SRTP calls."
-    " (Not built yet: issue #4.)"
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    load_pem_private_key,
 )
+
+from common.ccache import CcachePrincipal, Credential, CredentialCache, encode_ccache
+from common.certs import build_ca, issue_device_certificate, issue_device_signing_certificate
+from common.errors import KerberosError
+from common.framing import RecordBuffer, encode_record
+from common.messages.krb_error import decode_krb_error
+from common.messages.ticket import encode_ticket
+from common.messages.types import PrincipalName
+from common.pkinit_client import PkinitOptions, build_pkinit_as_req, krbtgt, process_pkinit_as_rep
+from cta.device import Device
+
+HELP = "Device agent: keys in a PKCS#11 token, PKINIT client, ticket cache."
 app = typer.Typer(help=HELP, no_args_is_help=True)
+ca_app = typer.Typer(help="Certificate authorities for labs and tests.", no_args_is_help=True)
 
 
 @app.callback()
 def main() -> None:
-    """Keep `status` a named subcommand (typer collapses single-command apps)."""
+    """The device agent (CTA)."""
+
+
+def _private_pem(path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
+    path.touch(mode=0o600, exist_ok=True)
+    path.chmod(0o600)
+    path.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+
+
+@ca_app.command("ca")
+def cert_ca(directory: Annotated[Path, typer.Option("--dir", help="Write ca.pem, ca.key.")],
+            name: Annotated[str, typer.Option(help="The CA's common name.")],
+            organization: Annotated[str, typer.Option()] = "Manufacturer") -> None:
+    """Create a CA (a manufacturer root for labs and tests; realm init makes operator CAs)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key = rsa.generate_private_key(65537, 3072)
+    _private_pem(directory / "ca.key", key)
+    (directory / "ca.pem").write_bytes(
+        build_ca(key, name, organization, datetime.now(UTC)).public_bytes(Encoding.PEM))
+    typer.echo(f"CA {name!r} written to {directory}")
 
 
 @app.command()
-def status() -> None:
-    """Say what of this service exists in this build."""
-    typer.echo("cta: not built yet (issue #4); common/ provides its codecs and crypto.")
+def manufacture(
+    mac: Annotated[str, typer.Option(help="The device's MAC address, aa:bb:cc:dd:ee:ff.")],
+    directory: Annotated[Path, typer.Option("--dir", help="The device's own directory.")],
+    manufacturer_ca: Annotated[Path, typer.Option(help="Directory with ca.pem and ca.key.")],
+    operator_root: Annotated[Path, typer.Option(help="Operator root certificate (PEM).")],
+) -> None:
+    """Initialise the device's token: factory RSA-2048 key and certificate (MAC in the
+    subject), factory certificate-signing key (ECDSA P-256) and certificate, and the
+    manufacturer and operator roots. Private keys are sensitive and never extractable."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "tokens").mkdir(exist_ok=True)
+    device = Device(directory, mac.lower(), "device-" + mac.lower().replace(":", ""))
+    device.softhsm_conf().write_text(
+        f"directories.tokendir = {directory / 'tokens'}\nobjectstore.backend = file\n"
+        "log.level = ERROR\nslots.removable = false\nlibrary.reset_on_fork = false\n")
+    pin = directory / "pin"
+    pin.touch(mode=0o600, exist_ok=True)
+    pin.chmod(0o600)
+    pin.write_text(secrets.token_hex(8) + "\n")
+    # The factory step: softhsm2-util takes PINs only as arguments (visible in ps here).
+    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", device.token_label,
+                    "--pin", pin.read_text().strip(), "--so-pin", secrets.token_hex(8)],
+                   check=True, capture_output=True,
+                   env={**os.environ, "SOFTHSM2_CONF": str(device.softhsm_conf())})
+    device.save()
+    ca = x509.load_pem_x509_certificate((manufacturer_ca / "ca.pem").read_bytes())
+    ca_key = load_pem_private_key((manufacturer_ca / "ca.key").read_bytes(), None)
+    if not isinstance(ca_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise typer.BadParameter("the manufacturer CA key must be RSA or ECDSA")
+    operator = x509.load_pem_x509_certificate(operator_root.read_bytes())
+    now = datetime.now(UTC)
+    provider = device.open_token()
+    try:
+        factory = issue_device_certificate(ca, ca_key, provider.generate_rsa("factory"),
+                                           device.mac, now)
+        signing = issue_device_signing_certificate(ca, ca_key, provider.generate_ec("signing"),
+                                                   device.mac, now)
+        certs = {"factory": factory, "signing": signing, "manufacturer-ca": ca,
+                 "operator-root": operator}
+        (directory / "certs").mkdir(exist_ok=True)
+        for label, cert in certs.items():
+            provider.store_certificate(label, cert)
+            (directory / "certs" / f"{label}.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+    finally:
+        provider.close()
+    typer.echo(f"manufactured {device.principal} in token {device.token_label!r} ({directory})")
+
+
+def _exchange(kdc: str, data: bytes, timeout: float = 10.0) -> bytes:
+    host, _, port = kdc.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(encode_record(data))
+        buffer = RecordBuffer(1 << 20)
+        while (record := buffer.next_record()) is None:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the KDC closed the connection")
+            buffer.feed(chunk)
+    return record
+
+
+@app.command()
+def login(
+    directory: Annotated[Path, typer.Option("--dir", help="The device's directory.")],
+    realm: Annotated[str, typer.Option()],
+    kdc: Annotated[str, typer.Option(help="host:port of the KDC (TCP).")],
+    service: Annotated[str | None, typer.Option(
+        help="Ask for this controller's ticket directly (default: a TGT).")] = None,
+    rsa_mode: Annotated[bool, typer.Option("--rsa", help="RSA key transport, not DH.")] = False,
+    ccache: Annotated[Path | None, typer.Option(help="Default: <dir>/ccache.")] = None,
+) -> None:
+    """PKINIT once with the factory certificate (signed in the token); on success write the
+    ticket to an MIT credential cache, else say why and leave the old cache untouched."""
+    device = Device.load(directory)
+    provider = device.open_token()
+    try:
+        cert = provider.certificate("factory")
+        anchors = [provider.certificate("operator-root")]
+        sname = (PrincipalName(2, tuple(service.split("/"))) if service else krbtgt(realm))
+        now = datetime.now(UTC)
+        request = build_pkinit_as_req(
+            cname=PrincipalName(1, tuple(device.principal.split("/"))), realm=realm,
+            sname=sname, signer=provider.signer("factory", cert), now=now,
+            till=now + timedelta(days=7), options=PkinitOptions(group=0 if rsa_mode else 14))
+        reply = _exchange(kdc, request.data)
+        if reply[:1] == b"\x7e":
+            error = decode_krb_error(reply)
+            typer.echo(f"KDC refused: error {error.error_code} {error.e_text or ''}", err=True)
+            raise typer.Exit(1)
+        try:
+            result = process_pkinit_as_rep(reply, request, realm=realm, anchors=anchors, now=now,
+                                           decrypt_key=lambda k: provider.decrypt("factory", k))
+        except KerberosError as exc:
+            typer.echo(f"KDC reply rejected: {exc.status} {exc.detail}", err=True)
+            raise typer.Exit(1) from exc
+    finally:
+        provider.close()
+    part = result.enc_part
+    me = CcachePrincipal(1, realm, tuple(device.principal.split("/")))
+    server = CcachePrincipal(part.sname.name_type, part.srealm, part.sname.name_string)
+
+    def ts(when: datetime | None) -> int:
+        return int(when.timestamp()) if when else 0
+
+    cred = Credential(me, server, result.session_key.enctype, result.session_key.data,
+                      ts(part.authtime), ts(part.starttime), ts(part.endtime),
+                      ts(part.renew_till), False, part.flags, (), (),
+                      encode_ticket(result.reply.ticket), b"")
+    target = ccache or directory / "ccache"
+    temporary = target.with_suffix(".new")
+    temporary.touch(mode=0o600, exist_ok=True)
+    temporary.write_bytes(encode_ccache(CredentialCache(me, (cred,), kdc_offset=(0, 0))))
+    os.replace(temporary, target)
+    typer.echo(f"{device.principal}@{realm}: ticket for {server} until "
+               f"{part.endtime:%Y-%m-%d %H:%M} UTC ({'RSA' if rsa_mode else 'DH'}), "
+               f"written to {target}")

@@ -27,6 +27,9 @@ def _add_groups() -> None:
     app.add_typer(principal_app, name="principal")
     app.add_typer(cert_app, name="cert")
     app.add_typer(customer_app, name="customer")
+    from cta.cli import ca_app
+
+    cert_app.registered_commands.extend(ca_app.registered_commands)
 
 
 _add_groups()

@@ -47,7 +47,7 @@ def test_decode_rejects_garbage_cleanly(tmp_path):
     assert result.stderr.startswith(f"{bad}: TRUNCATED") and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("package", ["sigctl", "cta", "keyserver", "provisioning"])
+@pytest.mark.parametrize("package", ["sigctl", "keyserver", "provisioning"])
 def test_each_package_runs_as_module(package):
     result = subprocess.run([sys.executable, "-m", package, "status"], capture_output=True,
                             text=True, timeout=60, check=False)

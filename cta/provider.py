@@ -1,0 +1,166 @@
+"""The device's crypto provider: every private-key operation of the agent, inside its PKCS#11
+token (SoftHSM2 here), behind one small interface (../shared/pkcs11-notes.md).
+
+- All token calls run on one worker thread: SoftHSM is initialised without locking and must
+  never be entered from two threads at once.
+- The token is found by label, objects by label and CKA_ID (SHA-1 of the subjectPublicKey).
+- The PIN comes from a file of mode 0600; private keys are generated SENSITIVE and not
+  EXTRACTABLE, so their bytes never exist outside the token.
+"""
+
+import hashlib
+import stat
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pkcs11
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
+from pkcs11.util.rsa import encode_rsa_public_key
+from pyasn1.codec.der import decoder
+from pyasn1_modules import rfc3447
+
+from common.crypto.cms import ECDSA_WITH, RSA_WITH, Signer
+
+T = TypeVar("T")
+MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
+_RSA_SIGN = {"sha1": Mechanism.SHA1_RSA_PKCS, "sha256": Mechanism.SHA256_RSA_PKCS,
+             "sha384": Mechanism.SHA384_RSA_PKCS, "sha512": Mechanism.SHA512_RSA_PKCS}
+_PRIVATE = {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.TOKEN: True}
+P256_OID = "1.2.840.10045.3.1.7"
+
+
+def read_pin(path: Path) -> str:
+    if path.stat().st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise PermissionError(f"{path} must be mode 0600")
+    return path.read_text().strip()
+
+
+def key_id(public_der_spki: bytes) -> bytes:
+    """CKA_ID shared by a key pair and its certificate: SHA-1 of the SubjectPublicKeyInfo."""
+    return hashlib.sha1(public_der_spki).digest()
+
+
+class TokenProvider:
+    def __init__(self, token_label: str, pin_file: Path, module: Path = MODULE) -> None:
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pkcs11")
+        pin = read_pin(pin_file)
+
+        def open_session() -> Any:
+            token = pkcs11.lib(str(module)).get_token(token_label=token_label)
+            return token.open(rw=True, user_pin=pin)
+
+        self._session = self._call(open_session)
+
+    def _call(self, fn: Callable[[], T]) -> T:
+        return self._worker.submit(fn).result()
+
+    def close(self) -> None:
+        self._call(self._session.close)
+        self._worker.shutdown()
+
+    # Key generation ------------------------------------------------------------------
+
+    def generate_rsa(self, label: str, bits: int = 2048) -> rsa.RSAPublicKey:
+        """A new RSA key pair in the token; returns the public key."""
+        def generate() -> bytes:
+            public, _ = self._session.generate_keypair(
+                KeyType.RSA, bits, label=label, store=True, private_template=_PRIVATE,
+                public_template={Attribute.TOKEN: True})
+            return bytes(encode_rsa_public_key(public))
+
+        numbers, _ = decoder.decode(self._call(generate), asn1Spec=rfc3447.RSAPublicKey())
+        public_key = rsa.RSAPublicNumbers(int(numbers["publicExponent"]),
+                                          int(numbers["modulus"])).public_key()
+        self._set_id(label, public_key)
+        return public_key
+
+    def generate_ec(self, label: str) -> ec.EllipticCurvePublicKey:
+        """A new ECDSA P-256 key pair in the token; returns the public key."""
+        def generate() -> bytes:
+            params = self._session.create_domain_parameters(
+                KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(P256_OID)},
+                local=True)
+            public, _ = params.generate_keypair(label=label, store=True,
+                                                private_template=_PRIVATE,
+                                                public_template={Attribute.TOKEN: True})
+            return bytes(encode_ec_public_key(public))
+
+        from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+        public_key = load_der_public_key(self._call(generate))
+        assert isinstance(public_key, ec.EllipticCurvePublicKey)
+        self._set_id(label, public_key)
+        return public_key
+
+    def _set_id(self, label: str, public_key: Any) -> None:
+        spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        ident = key_id(spki)
+
+        def set_ids() -> None:
+            for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                self._session.get_key(object_class=cls, label=label)[Attribute.ID] = ident
+
+        self._call(set_ids)
+
+    # Private-key operations ----------------------------------------------------------
+
+    def sign(self, label: str, data: bytes, digest: str) -> bytes:
+        def sign() -> bytes:
+            key = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+            if key.key_type == KeyType.RSA:
+                return bytes(key.sign(data, mechanism=_RSA_SIGN[digest]))
+            raw = bytes(key.sign(hashlib.new(digest, data).digest(), mechanism=Mechanism.ECDSA))
+            half = len(raw) // 2
+            return encode_dss_signature(int.from_bytes(raw[:half], "big"),
+                                        int.from_bytes(raw[half:], "big"))
+
+        return self._call(sign)
+
+    def decrypt(self, label: str, data: bytes) -> bytes:
+        """RSA PKCS#1 v1.5 decryption with the token key (PKINIT RSA key transport)."""
+        def decrypt() -> bytes:
+            key = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=label)
+            return bytes(key.decrypt(data, mechanism=Mechanism.RSA_PKCS))
+
+        return self._call(decrypt)
+
+    def signer(self, label: str, certificate: x509.Certificate,
+               chain: tuple[x509.Certificate, ...] = ()) -> Signer:
+        """A common.crypto.cms.Signer whose key is the token object `label`."""
+        is_rsa = isinstance(certificate.public_key(), rsa.RSAPublicKey)
+        return Signer(certificate, chain, lambda data, digest: self.sign(label, data, digest),
+                      RSA_WITH if is_rsa else ECDSA_WITH)
+
+    # Certificates --------------------------------------------------------------------
+
+    def store_certificate(self, label: str, certificate: x509.Certificate) -> None:
+        der = certificate.public_bytes(Encoding.DER)
+        spki = certificate.public_key().public_bytes(Encoding.DER,
+                                                      PublicFormat.SubjectPublicKeyInfo)
+
+        def store() -> None:
+            self._session.create_object({
+                Attribute.CLASS: ObjectClass.CERTIFICATE,
+                Attribute.CERTIFICATE_TYPE: pkcs11.CertificateType.X_509,
+                Attribute.TOKEN: True, Attribute.LABEL: label, Attribute.ID: key_id(spki),
+                Attribute.SUBJECT: certificate.subject.public_bytes(),
+                Attribute.VALUE: der})
+
+        self._call(store)
+
+    def certificate(self, label: str) -> x509.Certificate:
+        def load() -> bytes:
+            objects = list(self._session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE,
+                                                      Attribute.LABEL: label}))
+            if not objects:
+                raise KeyError(f"no certificate {label!r} in the token")
+            return bytes(objects[0][Attribute.VALUE])
+
+        return x509.load_der_x509_certificate(self._call(load))

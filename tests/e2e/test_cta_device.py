@@ -1,0 +1,119 @@
+"""The device agent (issue #4, first part): `telekey cta manufacture` makes a SoftHSM2 token
+whose private keys cannot leave it; `telekey cta login` does PKINIT (DH and RSA) against
+telekey's KDC with the factory certificate, signing and decrypting in the token, and writes a
+credential cache MIT klist reads; a KDC outside the operator root is refused and the old cache
+is kept."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from telekey.kdc_process import start_kdc, telekey_cmd, write_kdc_config
+from telekey.mit_realm import require_tool
+from tests.conftest import MIT_FIXTURES
+
+pytestmark = pytest.mark.e2e
+REALM = "LAB.TEST"
+MAC = "00:1a:2b:3c:4d:5e"
+TOKEN = "device-001a2b3c4d5e"
+MODULE = "/usr/lib/softhsm/libsofthsm2.so"
+TRY_TO_STEAL = """
+import sys, pkcs11
+from pkcs11 import Attribute, ObjectClass, KeyType, Mechanism
+from pkcs11.exceptions import AttributeSensitive, KeyUnextractable
+token = pkcs11.lib(sys.argv[1]).get_token(token_label=sys.argv[2])
+with token.open(rw=True, user_pin=sys.argv[3]) as s:
+    key = s.get_key(object_class=ObjectClass.PRIVATE_KEY, label='factory')
+    try:
+        key[Attribute.PRIVATE_EXPONENT]
+        print('READ')
+    except AttributeSensitive:
+        print('sensitive')
+    wrapper = s.generate_key(KeyType.AES, 256, template={Attribute.WRAP: True})
+    try:
+        wrapper.wrap_key(key, mechanism=Mechanism.AES_KEY_WRAP_PAD)
+        print('WRAPPED')
+    except KeyUnextractable:
+        print('unextractable')
+"""
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "telekey", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.fixture
+def lab(tmp_path):
+    db = f"sqlite:///{tmp_path}/kdc.db"
+    pki = tmp_path / "pki"
+    telekey_cmd("realm", "init", "--realm", REALM, "--db", db, "--pki-dir", str(pki))
+    telekey_cmd("principal", "add", "sigctl/sc1.lab.test", "--random-key", "--db", db)
+    telekey_cmd("cert", "ca", "--dir", str(tmp_path / "maker"), "--name", "Maker Root")
+    result = cli("cta", "manufacture", "--mac", MAC, "--dir", str(tmp_path / "device"),
+                 "--manufacturer-ca", str(tmp_path / "maker"), "--operator-root",
+                 str(pki / "ca.pem"))
+    assert result.returncode == 0, result.stderr
+    config = write_kdc_config(tmp_path, realm=REALM, db_url=db, cert=pki / "kdc.pem",
+                              key=pki / "kdc.key", anchors=[pki / "ca.pem"],
+                              manufacturer_anchor_files=[str(tmp_path / "maker" / "ca.pem")])
+    kdc = start_kdc(config, tmp_path / "kdc.log")
+    yield tmp_path, kdc
+    kdc.stop()
+
+
+def test_token_keeps_its_private_keys(lab):
+    tmp_path, _ = lab
+    device = tmp_path / "device"
+    env = {**os.environ, "SOFTHSM2_CONF": str(device / "softhsm2.conf")}
+    pin = (device / "pin").read_text().strip()
+    assert (device / "pin").stat().st_mode & 0o777 == 0o600
+    listing = subprocess.run(["pkcs11-tool", "--module", MODULE, "--token-label", TOKEN,
+                              "--login", "--pin", pin, "-O"], capture_output=True, text=True,
+                             env=env, check=True).stdout
+    for label in ("factory", "signing", "operator-root", "manufacturer-ca"):
+        assert f"label:      {label}" in listing
+    assert listing.count("Access:     sensitive, always sensitive, never extractable") == 2
+    stolen = subprocess.run([sys.executable, "-c", TRY_TO_STEAL, MODULE, TOKEN, pin],
+                            capture_output=True, text=True, env=env, check=True).stdout
+    assert stolen.split() == ["sensitive", "unextractable"]
+
+
+@pytest.mark.parametrize("mode", [[], ["--rsa"]], ids=["dh", "rsa"])
+def test_login_gets_controller_ticket_mit_klist_reads(lab, mode):
+    tmp_path, kdc = lab
+    result = cli("cta", "login", "--dir", str(tmp_path / "device"), "--realm", REALM, "--kdc",
+                 f"127.0.0.1:{kdc.port}", "--service", "sigctl/sc1.lab.test", *mode)
+    assert result.returncode == 0, result.stderr
+    listing = subprocess.run([require_tool("klist"), "-e", "-c",
+                              f"FILE:{tmp_path / 'device' / 'ccache'}"], capture_output=True,
+                             text=True, check=True, env={"KRB5_CONFIG": "/dev/null"}).stdout
+    assert "Default principal: cta/001a2b3c4d5e@LAB.TEST" in listing
+    assert "sigctl/sc1.lab.test@LAB.TEST" in listing
+
+
+def test_kdc_outside_operator_root_is_refused_and_cache_kept(lab, tmp_path_factory):
+    tmp_path, kdc = lab
+    device = tmp_path / "device"
+    assert cli("cta", "login", "--dir", str(device), "--realm", REALM, "--kdc",
+               f"127.0.0.1:{kdc.port}").returncode == 0
+    before = (device / "ccache").read_bytes()
+    # Another KDC for the realm whose certificate chains to a different CA (MIT's test CA).
+    other = tmp_path_factory.mktemp("rogue")
+    db = f"sqlite:///{other}/kdc.db"
+    telekey_cmd("realm", "init", "--realm", REALM, "--db", db)
+    config = write_kdc_config(other, realm=REALM, db_url=db, cert=MIT_FIXTURES / "kdc.pem",
+                              key=MIT_FIXTURES / "kdc.key",
+                              anchors=[tmp_path / "pki" / "ca.pem"],
+                              manufacturer_anchor_files=[str(tmp_path / "maker" / "ca.pem")])
+    rogue = start_kdc(config, other / "kdc.log")
+    try:
+        result = cli("cta", "login", "--dir", str(device), "--realm", REALM, "--kdc",
+                     f"127.0.0.1:{rogue.port}")
+    finally:
+        rogue.stop()
+    assert result.returncode == 1
+    assert "KDC reply rejected" in result.stderr
+    assert (device / "ccache").read_bytes() == before
