@@ -127,20 +127,26 @@ def login(
     service: Annotated[str | None, typer.Option(
         help="Ask for this controller's ticket directly (default: a TGT).")] = None,
     rsa_mode: Annotated[bool, typer.Option("--rsa", help="RSA key transport, not DH.")] = False,
+    certificate: Annotated[str, typer.Option(
+        "--cert", help="Token certificate to log in with: factory or self-issued.")] = "factory",
     ccache: Annotated[Path | None, typer.Option(help="Default: <dir>/ccache.")] = None,
 ) -> None:
-    """PKINIT once with the factory certificate (signed in the token); on success write the
-    ticket to an MIT credential cache, else say why and leave the old cache untouched."""
+    """PKINIT once with the factory (or self-issued) certificate, signed in the token; on
+    success write the ticket to an MIT credential cache, else say why and leave the old cache
+    untouched."""
     device = Device.load(directory)
     provider = device.open_token()
     try:
-        cert = provider.certificate("factory")
+        cert = provider.certificate(certificate)
+        key_label = provider.key_label_for(cert)
+        # A self-issued certificate chains through the device's signing certificate.
+        chain = (provider.certificate("signing"),) if certificate != "factory" else ()
         anchors = [provider.certificate("operator-root")]
         sname = (PrincipalName(2, tuple(service.split("/"))) if service else krbtgt(realm))
         now = datetime.now(UTC)
         request = build_pkinit_as_req(
             cname=PrincipalName(1, tuple(device.principal.split("/"))), realm=realm,
-            sname=sname, signer=provider.signer("factory", cert), now=now,
+            sname=sname, signer=provider.signer(key_label, cert, chain), now=now,
             till=now + timedelta(days=7), options=PkinitOptions(group=0 if rsa_mode else 14))
         reply = _exchange(kdc, request.data)
         if reply[:1] == b"\x7e":
@@ -149,7 +155,7 @@ def login(
             raise typer.Exit(1)
         try:
             result = process_pkinit_as_rep(reply, request, realm=realm, anchors=anchors, now=now,
-                                           decrypt_key=lambda k: provider.decrypt("factory", k))
+                                           decrypt_key=lambda k: provider.decrypt(key_label, k))
         except KerberosError as exc:
             typer.echo(f"KDC reply rejected: {exc.status} {exc.detail}", err=True)
             raise typer.Exit(1) from exc
@@ -174,3 +180,51 @@ def login(
     typer.echo(f"{device.principal}@{realm}: ticket for {server} until "
                f"{part.endtime:%Y-%m-%d %H:%M} UTC ({'RSA' if rsa_mode else 'DH'}), "
                f"written to {target}")
+
+
+@app.command()
+def selfcert(
+    directory: Annotated[Path, typer.Option("--dir", help="The device's directory.")],
+    request: Annotated[Path, typer.Option(help="The provisioning server's signed request.")],
+) -> None:
+    """Seed 004: verify a signed certificate request against the operator root in the token,
+    generate a new key pair in the token and issue the device a certificate for it, signed by
+    the factory certificate-signing key. A request no newer than the current self-issued
+    certificate is refused as a replay; a refused request leaves the token unchanged."""
+    from cryptography.hazmat.primitives.asymmetric import ec as ec_keys
+
+    from common.selfcert import KEY_RSA_2048, build_self_issued, verify_request
+    from cta.provider import TokenEcKey
+
+    device = Device.load(directory)
+    provider = device.open_token()
+    try:
+        try:
+            current = provider.certificate("self-issued")
+            current_start: datetime | None = current.not_valid_before_utc
+        except KeyError:
+            current_start = None
+        try:
+            profile = verify_request(request.read_bytes(),
+                                     operator_root=provider.certificate("operator-root"),
+                                     device_mac=device.mac, current_not_before=current_start,
+                                     now=datetime.now(UTC))
+        except KerberosError as exc:
+            typer.echo(f"request refused: {exc.status} {exc.detail}", err=True)
+            raise typer.Exit(1) from exc
+        generation = 1 if current_start is None else int(datetime.now(UTC).timestamp())
+        label = f"self-issued-key-{generation}"
+        public = (provider.generate_rsa(label) if profile.key_algorithm == KEY_RSA_2048
+                  else provider.generate_ec(label))
+        signing_cert = provider.certificate("signing")
+        signing_public = signing_cert.public_key()
+        assert isinstance(signing_public, ec_keys.EllipticCurvePublicKey)
+        issuer_key = TokenEcKey(provider, "signing", signing_public)
+        cert = build_self_issued(profile, public, signing_cert, issuer_key,
+                                 x509.random_serial_number())
+        provider.store_certificate("self-issued", cert, replace=True)
+        (directory / "certs" / "self-issued.pem").write_bytes(cert.public_bytes(Encoding.PEM))
+    finally:
+        provider.close()
+    typer.echo(f"self-issued certificate for {profile.device_id} ({profile.network_id}), valid "
+               f"{profile.not_before:%Y-%m-%d} .. {profile.not_after:%Y-%m-%d}")

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 import pkcs11
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_ec_public_key, encode_named_curve_parameters
@@ -140,12 +140,24 @@ class TokenProvider:
 
     # Certificates --------------------------------------------------------------------
 
-    def store_certificate(self, label: str, certificate: x509.Certificate) -> None:
+    def store_certificate(self, label: str, certificate: x509.Certificate,
+                          replace: bool = False) -> None:
+        """Store a certificate object; with `replace`, the old certificate of that label and
+        the key pair it certified are destroyed first."""
         der = certificate.public_bytes(Encoding.DER)
         spki = certificate.public_key().public_bytes(Encoding.DER,
                                                       PublicFormat.SubjectPublicKeyInfo)
 
         def store() -> None:
+            if replace:
+                for old in list(self._session.get_objects({
+                        Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.LABEL: label})):
+                    old_id = old[Attribute.ID]
+                    for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                        for key in list(self._session.get_objects({Attribute.CLASS: cls,
+                                                                   Attribute.ID: old_id})):
+                            key.destroy()
+                    old.destroy()
             self._session.create_object({
                 Attribute.CLASS: ObjectClass.CERTIFICATE,
                 Attribute.CERTIFICATE_TYPE: pkcs11.CertificateType.X_509,
@@ -154,6 +166,28 @@ class TokenProvider:
                 Attribute.VALUE: der})
 
         self._call(store)
+
+    def key_label_for(self, certificate: x509.Certificate) -> str:
+        """The label of the private key certified by `certificate` (same CKA_ID)."""
+        spki = certificate.public_key().public_bytes(Encoding.DER,
+                                                      PublicFormat.SubjectPublicKeyInfo)
+
+        def find() -> str:
+            keys = list(self._session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY,
+                                                   Attribute.ID: key_id(spki)}))
+            if not keys:
+                raise KeyError("no private key for this certificate in the token")
+            return str(keys[0][Attribute.LABEL])
+
+        return self._call(find)
+
+    def object_summary(self) -> list[tuple[str, str]]:
+        """(class, label) of every object: what the token holds, for before/after checks."""
+        def summary() -> list[tuple[str, str]]:
+            return sorted((str(o[Attribute.CLASS]), str(o[Attribute.LABEL]))
+                          for o in list(self._session.get_objects()))
+
+        return self._call(summary)
 
     def certificate(self, label: str) -> x509.Certificate:
         def load() -> bytes:
@@ -164,3 +198,47 @@ class TokenProvider:
             return bytes(objects[0][Attribute.VALUE])
 
         return x509.load_der_x509_certificate(self._call(load))
+
+
+class TokenEcKey(ec.EllipticCurvePrivateKey):
+    """An ECDSA private key that lives in the token: cryptography's CertificateBuilder calls
+    `sign`, which the token performs (pyca/cryptography issue 11616 points to this route).
+    Everything that would reveal the key raises."""
+
+    def __init__(self, provider: TokenProvider, label: str,
+                 public: ec.EllipticCurvePublicKey) -> None:
+        self._provider = provider
+        self._label = label
+        self._public = public
+
+    @property
+    def curve(self) -> ec.EllipticCurve:
+        return self._public.curve
+
+    @property
+    def key_size(self) -> int:
+        return self._public.key_size
+
+    def public_key(self) -> ec.EllipticCurvePublicKey:
+        return self._public
+
+    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm
+             ) -> bytes:
+        algorithm = signature_algorithm.algorithm
+        assert not isinstance(algorithm, Prehashed), "token keys sign whole messages"
+        return self._provider.sign(self._label, data, algorithm.name)
+
+    def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
+        raise NotImplementedError("the signing key does not do key agreement")
+
+    def private_numbers(self) -> ec.EllipticCurvePrivateNumbers:
+        raise PermissionError("the private key never leaves the token")
+
+    def private_bytes(self, *args: Any, **kwargs: Any) -> bytes:
+        raise PermissionError("the private key never leaves the token")
+
+    def __copy__(self) -> "TokenEcKey":
+        return self
+
+    def __deepcopy__(self, memo: dict[int, object]) -> "TokenEcKey":
+        return self

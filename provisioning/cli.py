@@ -1,20 +1,49 @@
-"""`telekey provisioning ...` subcommands. The service itself is built under issue #4."""
+"""`telekey provisioning ...`: the provisioning server's tools (the service itself: issue #4)."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-HELP = (
-    "Provisioning CA, customer and billing records, device lifecycle."
-    " (Not built yet: issue #4.)"
-)
+from common.crypto.cms import file_signer
+from common.selfcert import KEY_ECDSA_P256, KEY_RSA_2048, SelfCertProfile, build_request
+
+HELP = "Provisioning CA, customer and billing records, device lifecycle."
 app = typer.Typer(help=HELP, no_args_is_help=True)
 
 
 @app.callback()
 def main() -> None:
-    """Keep `status` a named subcommand (typer collapses single-command apps)."""
+    """The provisioning server (the service is built under issue #4)."""
 
 
 @app.command()
 def status() -> None:
     """Say what of this service exists in this build."""
-    typer.echo("provisioning: not built yet (issue #4); common/ provides its codecs and crypto.")
+    typer.echo("provisioning: certreq (signed self-issue requests) only; the service: issue #4")
+
+
+@app.command()
+def certreq(
+    signer_cert: Annotated[Path, typer.Option(help="Provisioning server certificate (PEM).")],
+    signer_key: Annotated[Path, typer.Option(help="Its private key (PEM).")],
+    device_id: Annotated[str, typer.Option(help="The device's MAC address.")],
+    network_id: Annotated[str, typer.Option(help="The operator network (realm).")],
+    out: Annotated[Path, typer.Option(help="Where to write the DER request.")],
+    days: Annotated[int, typer.Option(help="Validity of the certificate.")] = 365,
+    rsa_key: Annotated[bool, typer.Option("--rsa", help="RSA-2048 instead of P-256.")] = False,
+) -> None:
+    """A signed request for a device to issue itself a certificate (seed 004)."""
+    key = load_pem_private_key(signer_key.read_bytes(), None)
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise typer.BadParameter("the signer key must be RSA or ECDSA")
+    now = datetime.now(UTC).replace(microsecond=0)
+    profile = SelfCertProfile(1, now, now + timedelta(days=days), network_id, device_id.lower(),
+                              KEY_RSA_2048 if rsa_key else KEY_ECDSA_P256)
+    signer = file_signer(key, x509.load_pem_x509_certificate(signer_cert.read_bytes()))
+    out.write_bytes(build_request(profile, signer))
+    typer.echo(f"request for {device_id} in {network_id} written to {out}")

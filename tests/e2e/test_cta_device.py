@@ -117,3 +117,62 @@ def test_kdc_outside_operator_root_is_refused_and_cache_kept(lab, tmp_path_facto
     assert result.returncode == 1
     assert "KDC reply rejected" in result.stderr
     assert (device / "ccache").read_bytes() == before
+
+
+def _token_objects(device):
+    env = {**os.environ, "SOFTHSM2_CONF": str(device / "softhsm2.conf")}
+    pin = (device / "pin").read_text().strip()
+    return subprocess.run(["pkcs11-tool", "--module", MODULE, "--token-label", TOKEN,
+                           "--login", "--pin", pin, "-O"], capture_output=True, text=True,
+                          env=env, check=True).stdout
+
+
+def _request(tmp_path, name, signer="prov/provisioning_server"):
+    out = tmp_path / f"{name}.der"
+    result = cli("provisioning", "certreq", "--signer-cert", str(tmp_path / f"{signer}.pem"),
+                 "--signer-key", str(tmp_path / f"{signer}.key"), "--device-id", MAC,
+                 "--network-id", REALM, "--out", str(out), "--days", "90")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_self_issued_certificate_seed_004(lab):
+    tmp_path, kdc = lab
+    device = tmp_path / "device"
+    telekey_cmd("cert", "client", "--principal", "provisioning/server", "--realm", REALM,
+                "--pki-dir", str(tmp_path / "pki"), "--out-dir", str(tmp_path / "prov"))
+    request = _request(tmp_path, "req1")
+    result = cli("cta", "selfcert", "--dir", str(device), "--request", str(request))
+    assert result.returncode == 0, result.stderr
+    issued = device / "certs" / "self-issued.pem"
+    verify = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "maker" / "ca.pem"),
+                             "-untrusted", str(device / "certs" / "signing.pem"), str(issued)],
+                            capture_output=True, text=True)
+    assert verify.returncode == 0 and verify.stdout.strip().endswith("OK"), verify.stdout
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(issued.read_bytes())
+    assert cert.subject.rfc4514_string() == f"CN={MAC},O={REALM}"
+    assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 90
+    objects = _token_objects(device)
+    assert objects.count("Access:     sensitive, always sensitive, never extractable") == 3
+
+    # Refused requests leave the token exactly as it was.
+    (tmp_path / "mit").mkdir()
+    for name in ("phone1.pem", "phone1.key"):
+        (tmp_path / "mit" / name).write_bytes((MIT_FIXTURES / name).read_bytes())
+    outsider = _request(tmp_path, "outsider", signer="mit/phone1")
+    tampered = tmp_path / "tampered.der"
+    data = bytearray(_request(tmp_path, "req2").read_bytes())
+    data[-1] ^= 1
+    tampered.write_bytes(bytes(data))
+    for bad, reason in ((request, "REPLAY"), (outsider, "SIGNER_NOT_UNDER_OPERATOR_ROOT"),
+                        (tampered, "BAD_SIGNATURE")):
+        result = cli("cta", "selfcert", "--dir", str(device), "--request", str(bad))
+        assert result.returncode == 1 and reason in result.stderr, result.stderr
+        assert _token_objects(device) == objects
+
+    # PKINIT with the self-issued certificate: self-issued -> signing cert -> manufacturer.
+    result = cli("cta", "login", "--dir", str(device), "--realm", REALM, "--kdc",
+                 f"127.0.0.1:{kdc.port}", "--cert", "self-issued")
+    assert result.returncode == 0, result.stderr

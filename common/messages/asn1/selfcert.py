@@ -1,0 +1,29 @@
+"""telekey's self-issued certificate request profile (seed 004; docs/protocol.md §6)."""
+
+from pyasn1.type import char, namedtype, univ
+
+from common.messages.base import explicit as x
+from common.messages.primitives import KerberosTime
+
+NT = namedtype.NamedType
+OPT = namedtype.OptionalNamedType
+
+
+class SelfCertProfile(univ.Sequence):
+    """SelfCertProfile ::= SEQUENCE {
+        version       [0] INTEGER,          -- 1
+        notBefore     [1] KerberosTime,
+        notAfter      [2] KerberosTime,
+        networkId     [3] UTF8String,       -- the operator network (realm)
+        deviceId      [4] UTF8String,       -- the device's MAC address
+        keyAlgorithm  [5] INTEGER OPTIONAL  -- 1 ECDSA P-256 (default), 2 RSA-2048
+    }"""
+
+    componentType = namedtype.NamedTypes(
+        NT("version", x(0, univ.Integer())),
+        NT("notBefore", x(1, KerberosTime())),
+        NT("notAfter", x(2, KerberosTime())),
+        NT("networkId", x(3, char.UTF8String())),
+        NT("deviceId", x(4, char.UTF8String())),
+        OPT("keyAlgorithm", x(5, univ.Integer())),
+    )
