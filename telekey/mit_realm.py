@@ -91,3 +91,39 @@ def start_mit_realm(directory: Path) -> MitRealm:
         time.sleep(0.05)
     realm.stop()
     raise RuntimeError("krb5kdc did not start listening")
+
+
+def start_mit_pkinit_kdc(directory: Path, *, realm: str, identity: tuple[Path, Path],
+                         anchors: list[Path], admin: list[str],
+                         eku_checking: str = "kpClientAuth") -> MitRealm:
+    """MIT krb5kdc with PKINIT: `identity` is its (certificate, key), `anchors` the CAs it
+    trusts (its own certificate's issuer among them: MIT verifies it too), `admin` kadmin.local
+    queries run after the database is created (principals, pkinit_cert_match strings)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    anchor_lines = "".join(f"  pkinit_anchors = FILE:{a}\n" for a in anchors)
+    (directory / "kdc.conf").write_text(
+        f"[kdcdefaults]\n kdc_ports = {port}\n kdc_tcp_ports = {port}\n"
+        f"[realms]\n {realm} = {{\n  database_name = {directory}/principal\n"
+        f"  key_stash_file = {directory}/stash\n"
+        f"  pkinit_identity = FILE:{identity[0]},{identity[1]}\n{anchor_lines}"
+        f"  pkinit_eku_checking = {eku_checking}\n }}\n"
+        f"[logging]\n kdc = FILE:{directory}/kdc.log\n")
+    (directory / "krb5.conf").write_text(f"[libdefaults]\n default_realm = {realm}\n")
+    env = dict(os.environ)
+    env["KRB5_CONFIG"] = str(directory / "krb5.conf")
+    env["KRB5_KDC_PROFILE"] = str(directory / "kdc.conf")
+    mit = MitRealm(directory, port, env)
+    mit.run(require_tool("kdb5_util"), "create", "-s", "-r", realm, "-P", "master-password")
+    for query in admin:
+        mit.run(require_tool("kadmin.local"), "-r", realm, "-q", query)
+    mit.kdc = subprocess.Popen([require_tool("krb5kdc"), "-n", "-r", realm], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return mit
+        time.sleep(0.05)
+    mit.stop()
+    raise RuntimeError("krb5kdc did not start listening")

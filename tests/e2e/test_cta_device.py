@@ -176,3 +176,32 @@ def test_self_issued_certificate_seed_004(lab):
     result = cli("cta", "login", "--dir", str(device), "--realm", REALM, "--kdc",
                  f"127.0.0.1:{kdc.port}", "--cert", "self-issued")
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("mode", [[], ["--rsa"]], ids=["dh", "rsa"])
+def test_login_against_mit_krb5kdc(lab, mode):
+    """MIT's KDC with the same CAs binds the factory certificate to cta/<mac> through a
+    pkinit_cert_match rule (MIT's dbmatch certauth); factory certificates carry no EKU."""
+    from telekey.mit_realm import start_mit_pkinit_kdc
+
+    tmp_path, _ = lab
+    pki = tmp_path / "pki"
+    mit = start_mit_pkinit_kdc(
+        tmp_path / "mitkdc", realm=REALM, identity=(pki / "kdc.pem", pki / "kdc.key"),
+        anchors=[tmp_path / "maker" / "ca.pem", pki / "ca.pem"], eku_checking="none",
+        admin=["addprinc +requires_preauth -nokey cta/001a2b3c4d5e",
+               f'set_string cta/001a2b3c4d5e pkinit_cert_match "<SUBJECT>CN={MAC}"',
+               "addprinc -randkey sigctl/sc1.lab.test"])
+    try:
+        ccache = tmp_path / "mit.ccache"
+        result = cli("cta", "login", "--dir", str(tmp_path / "device"), "--realm", REALM,
+                     "--kdc", f"127.0.0.1:{mit.port}", "--service", "sigctl/sc1.lab.test",
+                     "--ccache", str(ccache), *mode)
+    finally:
+        mit.stop()
+    assert result.returncode == 0, result.stderr
+    listing = subprocess.run([require_tool("klist"), "-c", f"FILE:{ccache}"],
+                             capture_output=True, text=True, check=True,
+                             env={"KRB5_CONFIG": "/dev/null"}).stdout
+    assert "sigctl/sc1.lab.test@LAB.TEST" in listing
+    assert "ISSUE" in (tmp_path / "mitkdc" / "kdc.log").read_text()
