@@ -203,3 +203,40 @@ def test_controller_tickets_last_seven_days_by_default():
         part = decode_enc_ticket_part(key.decrypt(2, rep.ticket.enc_part.cipher))
         lifetime = part.endtime - part.authtime
         assert lifetime == (timedelta(days=expected) if expected else policy().default_lifetime)
+
+
+def test_client_refuses_reply_for_another_request_wrong_nonce():
+    """A genuine, correctly signed KDC reply, but to a different request: its KDCDHKeyInfo
+    carries the other request's nonce."""
+    now = datetime.now(UTC)
+    mine, other = request(now), request(now)
+    reply = kdc(other.data, now)
+    with pytest.raises(KerberosError) as err:
+        process_pkinit_as_rep(reply, mine, realm=REALM, anchors=[pem("cacert.pem")], now=now)
+    assert err.value.status == "NONCE_MISMATCH"
+
+
+def test_client_refuses_reply_with_bad_kdc_signature():
+    """The KDC's SignedData with one signature byte changed."""
+    from common.messages.kdc_rep import KdcRep, decode_as_rep, encode_as_rep
+    from common.messages.pkinit import (
+        DhRepInfo,
+        PaPkAsRep,
+        decode_pa_pk_as_rep,
+        encode_pa_pk_as_rep,
+    )
+    from common.messages.types import PaData, find_padata
+
+    now = datetime.now(UTC)
+    req = request(now)
+    rep = decode_as_rep(kdc(req.data, now))
+    pk = decode_pa_pk_as_rep(find_padata(rep.padata, 17).padata_value)
+    signed = pk.dh_info.dh_signed_data
+    broken = signed[:-1] + bytes([signed[-1] ^ 1])  # the signature is the last field
+    tampered = PaPkAsRep(DhRepInfo(broken, pk.dh_info.server_dh_nonce, pk.dh_info.kdf), None)
+    forged = encode_as_rep(KdcRep(rep.pvno, rep.msg_type,
+                                  (PaData(17, encode_pa_pk_as_rep(tampered)),), rep.crealm,
+                                  rep.cname, rep.ticket, rep.enc_part))
+    with pytest.raises(KerberosError) as err:
+        process_pkinit_as_rep(forged, req, realm=REALM, anchors=[pem("cacert.pem")], now=now)
+    assert err.value.status == "BAD_SIGNATURE"
