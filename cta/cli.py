@@ -20,12 +20,14 @@ from cryptography.hazmat.primitives.serialization import (
 
 from common.ccache import CcachePrincipal, Credential, CredentialCache, encode_ccache
 from common.certs import build_ca, issue_device_certificate, issue_device_signing_certificate
+from common.codes import ErrorCode
 from common.errors import KerberosError
 from common.framing import RecordBuffer, encode_record
 from common.messages.krb_error import decode_krb_error
 from common.messages.ticket import encode_ticket
 from common.messages.types import PrincipalName
 from common.pkinit_client import PkinitOptions, build_pkinit_as_req, krbtgt, process_pkinit_as_rep
+from common.renewal import clock_offset, renewal_due
 from cta.device import Device
 
 HELP = "Device agent: keys in a PKCS#11 token, PKINIT client, ticket cache."
@@ -130,6 +132,8 @@ def login(
     certificate: Annotated[str, typer.Option(
         "--cert", help="Token certificate to log in with: factory or self-issued.")] = "factory",
     ccache: Annotated[Path | None, typer.Option(help="Default: <dir>/ccache.")] = None,
+    clock_error: Annotated[int, typer.Option(
+        help="Pretend the device clock is off by this many seconds (labs, tests).")] = 0,
 ) -> None:
     """PKINIT once with the factory (or self-issued) certificate, signed in the token; on
     success write the ticket to an MIT credential cache, else say why and leave the old cache
@@ -143,14 +147,24 @@ def login(
         chain = (provider.certificate("signing"),) if certificate != "factory" else ()
         anchors = [provider.certificate("operator-root")]
         sname = (PrincipalName(2, tuple(service.split("/"))) if service else krbtgt(realm))
-        now = datetime.now(UTC)
-        request = build_pkinit_as_req(
-            cname=PrincipalName(1, tuple(device.principal.split("/"))), realm=realm,
-            sname=sname, signer=provider.signer(key_label, cert, chain), now=now,
-            till=now + timedelta(days=7), options=PkinitOptions(group=0 if rsa_mode else 14))
-        reply = _exchange(kdc, request.data)
-        if reply[:1] == b"\x7e":
+        offset = timedelta(seconds=clock_error)
+        for attempt in (1, 2):
+            now = datetime.now(UTC) + offset
+            request = build_pkinit_as_req(
+                cname=PrincipalName(1, tuple(device.principal.split("/"))), realm=realm,
+                sname=sname, signer=provider.signer(key_label, cert, chain), now=now,
+                till=now + timedelta(days=7),
+                options=PkinitOptions(group=0 if rsa_mode else 14))
+            reply = _exchange(kdc, request.data)
+            if reply[:1] != b"\x7e":
+                break
             error = decode_krb_error(reply)
+            if error.error_code == ErrorCode.KRB_AP_ERR_SKEW and attempt == 1:
+                # RFC 4120 §7.5.9: learn the KDC's time from stime and try once more.
+                offset += clock_offset(error, now)
+                typer.echo(f"clock skew: KDC is {offset.total_seconds():+.0f} s from us; "
+                           "retrying", err=True)
+                continue
             typer.echo(f"KDC refused: error {error.error_code} {error.e_text or ''}", err=True)
             raise typer.Exit(1)
         try:
@@ -175,11 +189,16 @@ def login(
     target = ccache or directory / "ccache"
     temporary = target.with_suffix(".new")
     temporary.touch(mode=0o600, exist_ok=True)
-    temporary.write_bytes(encode_ccache(CredentialCache(me, (cred,), kdc_offset=(0, 0))))
+    learned = offset - timedelta(seconds=clock_error)  # what the device's clock needs
+    seconds = int(learned.total_seconds())
+    temporary.write_bytes(encode_ccache(CredentialCache(
+        me, (cred,), kdc_offset=(seconds, int((learned.total_seconds() - seconds) * 1e6)))))
     os.replace(temporary, target)
+    is_tgt = part.sname.name_string[:1] == ("krbtgt",)
     typer.echo(f"{device.principal}@{realm}: ticket for {server} until "
                f"{part.endtime:%Y-%m-%d %H:%M} UTC ({'RSA' if rsa_mode else 'DH'}), "
-               f"written to {target}")
+               f"written to {target}; renew from "
+               f"{renewal_due(part.endtime, is_tgt=is_tgt):%Y-%m-%d %H:%M} UTC")
 
 
 @app.command()

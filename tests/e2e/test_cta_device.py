@@ -205,3 +205,20 @@ def test_login_against_mit_krb5kdc(lab, mode):
                              env={"KRB5_CONFIG": "/dev/null"}).stdout
     assert "sigctl/sc1.lab.test@LAB.TEST" in listing
     assert "ISSUE" in (tmp_path / "mitkdc" / "kdc.log").read_text()
+
+
+def test_device_clock_off_learns_offset_from_skew(lab):
+    """A device clock 15 minutes fast: the KDC answers KRB_AP_ERR_SKEW with its time, the
+    device retries with the learned offset and records it in the ccache like MIT does."""
+    from common.ccache import decode_ccache
+
+    tmp_path, kdc = lab
+    device = tmp_path / "device"
+    result = cli("cta", "login", "--dir", str(device), "--realm", REALM, "--kdc",
+                 f"127.0.0.1:{kdc.port}", "--clock-error", "900")
+    assert result.returncode == 0, result.stderr
+    assert "clock skew" in result.stderr
+    seconds, _ = decode_ccache((device / "ccache").read_bytes()).kdc_offset
+    assert -903 <= seconds <= -897
+    codes = [e["code"] for e in kdc.log_events() if e.get("event") == "as_req"]
+    assert codes[-2:] == [37, 0]
