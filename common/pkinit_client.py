@@ -25,7 +25,14 @@ from common.crypto.cms import (
     signer_certificate,
     verify_signed_data,
 )
-from common.crypto.dh import DhKeyPair, ModpGroup, generate_dh, known_groups
+from common.crypto.dh import (
+    DhKeyPair,
+    EcdhKeyPair,
+    ModpGroup,
+    generate_dh,
+    generate_ecdh,
+    known_groups,
+)
 from common.crypto.pkinit_kdf import octetstring2key, pkinit_kdf
 from common.errors import KerberosError, MalformedMessage
 from common.messages.cms import (
@@ -44,6 +51,7 @@ from common.messages.kdc_req import (
 )
 from common.messages.pkinit import (
     DH_PUBLIC_NUMBER,
+    ID_EC_PUBLIC_KEY,
     ID_PKINIT_AUTH_DATA,
     ID_PKINIT_DHKEY_DATA,
     ID_PKINIT_KDF_SHA1,
@@ -64,6 +72,7 @@ from common.messages.pkinit import (
     encode_auth_pack,
     encode_dh_public_value,
     encode_domain_parameters,
+    encode_named_curve,
     encode_other_info,
     encode_pa_pk_as_req,
 )
@@ -81,12 +90,13 @@ class PkinitRequest:
 
     data: bytes  # the DER AS-REQ as sent
     nonce: int
-    dh: DhKeyPair | None  # None: RSA key transport
+    dh: DhKeyPair | EcdhKeyPair | None  # None: RSA key transport
 
 
 @dataclass(frozen=True, slots=True)
 class PkinitOptions:
-    group: int = 14  # MODP group; 0 = RSA key transport
+    group: int = 14  # MODP group; 0 = RSA key transport (unless `curve` is set)
+    curve: str | None = None  # RFC 5349 ECDH instead: a named-curve OID (P-256, P-384)
     kdfs: tuple[str, ...] = (ID_PKINIT_KDF_SHA256, ID_PKINIT_KDF_SHA1, ID_PKINIT_KDF_SHA512)
     enctypes: tuple[int, ...] = (18, 17, 20, 19)
     digest: str = "sha256"
@@ -114,9 +124,14 @@ def build_pkinit_as_req(*, cname: PrincipalName, realm: str, sname: PrincipalNam
     pk_auth = PkAuthenticator(now.microsecond, now.replace(microsecond=0), nonce,
                               hashlib.sha1(body_der).digest(), options.freshness_token,
                               checksum2)
-    dh = None
+    dh: DhKeyPair | EcdhKeyPair | None = None
     spki = None
-    if options.group:
+    if options.curve:
+        dh = generate_ecdh(options.curve)
+        spki = SubjectPublicKeyInfo(AlgorithmIdentifier(ID_EC_PUBLIC_KEY,
+                                                        encode_named_curve(options.curve)),
+                                    dh.public_point)
+    elif options.group:
         group: ModpGroup = next(g for g in known_groups() if g.number == options.group)
         dh = generate_dh(group)
         params = encode_domain_parameters(DomainParameters(group.p, group.g, group.q, None,
@@ -166,7 +181,10 @@ def process_pkinit_as_rep(data: bytes, request: PkinitRequest, *, realm: str,
         info = decode_kdc_dh_key_info(content)
         if info.nonce != request.nonce:
             raise KdcNotTrusted("NONCE_MISMATCH")
-        secret = request.dh.shared_secret(decode_dh_public_value(info.subject_public_key))
+        if isinstance(request.dh, EcdhKeyPair):
+            secret = request.dh.shared_secret(info.subject_public_key)
+        else:
+            secret = request.dh.shared_secret(decode_dh_public_value(info.subject_public_key))
         if pk.dh_info.kdf is not None:
             req = _decoded_request(request)
             body = req.req_body

@@ -129,6 +129,7 @@ def login(
     service: Annotated[str | None, typer.Option(
         help="Ask for this controller's ticket directly (default: a TGT).")] = None,
     rsa_mode: Annotated[bool, typer.Option("--rsa", help="RSA key transport, not DH.")] = False,
+    ecdh: Annotated[bool, typer.Option("--ecdh", help="ECDH P-256 (RFC 5349), not DH.")] = False,
     certificate: Annotated[str, typer.Option(
         "--cert", help="Token certificate to log in with: factory or self-issued.")] = "factory",
     ccache: Annotated[Path | None, typer.Option(help="Default: <dir>/ccache.")] = None,
@@ -154,7 +155,8 @@ def login(
                 cname=PrincipalName(1, tuple(device.principal.split("/"))), realm=realm,
                 sname=sname, signer=provider.signer(key_label, cert, chain), now=now,
                 till=now + timedelta(days=7),
-                options=PkinitOptions(group=0 if rsa_mode else 14))
+                options=PkinitOptions(group=0 if rsa_mode else 14,
+                                      curve="1.2.840.10045.3.1.7" if ecdh else None))
             reply = _exchange(kdc, request.data)
             if reply[:1] != b"\x7e":
                 break
@@ -195,8 +197,9 @@ def login(
         me, (cred,), kdc_offset=(seconds, int((learned.total_seconds() - seconds) * 1e6)))))
     os.replace(temporary, target)
     is_tgt = part.sname.name_string[:1] == ("krbtgt",)
+    method = "RSA" if rsa_mode else "ECDH" if ecdh else "DH"
     typer.echo(f"{device.principal}@{realm}: ticket for {server} until "
-               f"{part.endtime:%Y-%m-%d %H:%M} UTC ({'RSA' if rsa_mode else 'DH'}), "
+               f"{part.endtime:%Y-%m-%d %H:%M} UTC ({method}), "
                f"written to {target}; renew from "
                f"{renewal_due(part.endtime, is_tgt=is_tgt):%Y-%m-%d %H:%M} UTC")
 
@@ -247,3 +250,52 @@ def selfcert(
         provider.close()
     typer.echo(f"self-issued certificate for {profile.device_id} ({profile.network_id}), valid "
                f"{profile.not_before:%Y-%m-%d} .. {profile.not_after:%Y-%m-%d}")
+
+
+@app.command()
+def tgs(
+    directory: Annotated[Path, typer.Option("--dir", help="The device's directory.")],
+    kdc: Annotated[str, typer.Option(help="host:port of the KDC (TCP).")],
+    service: Annotated[str, typer.Option(help="The (backup) controller's principal.")],
+) -> None:
+    """With the TGT in <dir>/ccache, get a ticket for another controller by one TGS exchange
+    (no PKINIT) and add it to the cache."""
+    from common.ccache import decode_ccache
+    from common.crypto import Key
+    from common.messages.ticket import decode_ticket
+    from common.tgs_client import build_tgs_req, process_tgs_rep
+
+    path = directory / "ccache"
+    cache = decode_ccache(path.read_bytes())
+    tgt = next((c for c in cache.credentials if c.server.components[:1] == ("krbtgt",)), None)
+    if tgt is None:
+        typer.echo("no TGT in the cache: run `telekey cta login` first", err=True)
+        raise typer.Exit(1)
+    realm = tgt.client.realm
+    now = datetime.now(UTC)
+    if cache.kdc_offset:
+        now += timedelta(seconds=cache.kdc_offset[0], microseconds=cache.kdc_offset[1])
+    request = build_tgs_req(tgt=decode_ticket(tgt.ticket), session_key=Key(tgt.enctype, tgt.key),
+                            cname=PrincipalName(tgt.client.name_type, tgt.client.components),
+                            realm=realm, sname=PrincipalName(2, tuple(service.split("/"))),
+                            now=now, lifetime=timedelta(days=7))
+    reply = _exchange(kdc, request.data)
+    if reply[:1] == b"\x7e":
+        error = decode_krb_error(reply)
+        typer.echo(f"KDC refused: error {error.error_code} {error.e_text or ''}", err=True)
+        raise typer.Exit(1)
+    rep, part = process_tgs_rep(reply, request)
+    server = CcachePrincipal(part.sname.name_type, part.srealm, part.sname.name_string)
+
+    def ts(when: datetime | None) -> int:
+        return int(when.timestamp()) if when else 0
+
+    cred = Credential(tgt.client, server, part.key.keytype, part.key.keyvalue, ts(part.authtime),
+                      ts(part.starttime), ts(part.endtime), ts(part.renew_till), False,
+                      part.flags, (), (), encode_ticket(rep.ticket), b"")
+    kept = tuple(c for c in cache.credentials if c.server != server)
+    temporary = path.with_suffix(".new")
+    temporary.write_bytes(encode_ccache(CredentialCache(cache.default_principal, (*kept, cred),
+                                                        cache.kdc_offset, cache.header_fields)))
+    os.replace(temporary, path)
+    typer.echo(f"ticket for {server} until {part.endtime:%Y-%m-%d %H:%M} UTC added to {path}")

@@ -222,3 +222,41 @@ def test_device_clock_off_learns_offset_from_skew(lab):
     assert -903 <= seconds <= -897
     codes = [e["code"] for e in kdc.log_events() if e.get("event") == "as_req"]
     assert codes[-2:] == [37, 0]
+
+
+def test_ecdh_login_then_backup_controller_via_tgs(lab):
+    """ECDH P-256 PKINIT for a TGT, then one TGS exchange for the backup controller; MIT klist
+    lists both, and the backup controller's ticket still says "unprovisioned"."""
+    tmp_path, kdc = lab
+    device = tmp_path / "device"
+    telekey_cmd("principal", "add", "sigctl/sc2.lab.test", "--random-key", "--db",
+                f"sqlite:///{tmp_path}/kdc.db")
+    result = cli("cta", "login", "--dir", str(device), "--realm", REALM, "--kdc",
+                 f"127.0.0.1:{kdc.port}", "--ecdh")
+    assert result.returncode == 0 and "(ECDH)" in result.stdout, result.stderr
+    result = cli("cta", "tgs", "--dir", str(device), "--kdc", f"127.0.0.1:{kdc.port}",
+                 "--service", "sigctl/sc2.lab.test")
+    assert result.returncode == 0, result.stderr
+    listing = subprocess.run([require_tool("klist"), "-c", f"FILE:{device / 'ccache'}"],
+                             capture_output=True, text=True, check=True,
+                             env={"KRB5_CONFIG": "/dev/null"}).stdout
+    assert "krbtgt/LAB.TEST@LAB.TEST" in listing and "sigctl/sc2.lab.test@LAB.TEST" in listing
+    # Decrypt the backup controller's ticket: the restriction travelled through TGS.
+    from common.ccache import decode_ccache
+    from common.codes import KeyUsage
+    from common.crypto import Key
+    from common.keytab import decode_keytab
+    from common.messages.restriction import find_restriction
+    from common.messages.ticket import decode_enc_ticket_part, decode_ticket
+
+    telekey_cmd("principal", "ktadd", "sigctl/sc2.lab.test", "--keytab",
+                str(tmp_path / "sc2.kt"), "--realm", REALM, "--db",
+                f"sqlite:///{tmp_path}/kdc.db")
+    cred = next(c for c in decode_ccache((device / "ccache").read_bytes()).credentials
+                if c.server.components == ("sigctl", "sc2.lab.test"))
+    ticket = decode_ticket(cred.ticket)
+    entry = next(e for e in decode_keytab((tmp_path / "sc2.kt").read_bytes())
+                 if e.enctype == ticket.enc_part.etype)
+    part = decode_enc_ticket_part(Key(entry.enctype, entry.key).decrypt(
+        KeyUsage.KDC_REP_TICKET, ticket.enc_part.cipher))
+    assert find_restriction(part.authorization_data).allowed_numbers == ("611", "911")

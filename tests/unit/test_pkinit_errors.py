@@ -44,9 +44,12 @@ def kdc(data, now, the_policy=None, replay=None):
 
 @pytest.mark.parametrize("options", [{}, {"kdfs": ()}, {"group": 16}, {"group": 0},
                                      {"group": 0, "enctypes": (20,)},
-                                     {"pa_checksum2": "sha256"}, {"pa_checksum2": "sha512"}],
+                                     {"pa_checksum2": "sha256"}, {"pa_checksum2": "sha512"},
+                                     {"curve": "1.2.840.10045.3.1.7"},
+                                     {"curve": "1.3.132.0.34", "kdfs": ()}],
                          ids=["dh14-kdf", "dh14-octetstring2key", "dh16", "rsa", "rsa-aes384",
-                              "checksum2-sha256", "checksum2-sha512"])
+                              "checksum2-sha256", "checksum2-sha512", "ecdh-p256",
+                              "ecdh-p384-octetstring2key"])
 def test_round_trip(options):
     now = datetime.now(UTC)
     req = request(now, **options)
