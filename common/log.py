@@ -20,7 +20,9 @@ def configure(*, json: bool = True, level: str = "INFO") -> None:
     structlog.configure(
         processors=[*processors, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        # One write per line (print() writes the newline separately): KDC workers share
+        # stderr, and interleaved halves would corrupt the JSON lines.
+        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=True,
     )
 
