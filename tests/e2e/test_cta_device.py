@@ -260,3 +260,80 @@ def test_ecdh_login_then_backup_controller_via_tgs(lab):
     part = decode_enc_ticket_part(Key(entry.enctype, entry.key).decrypt(
         KeyUsage.KDC_REP_TICKET, ticket.enc_part.cipher))
     assert find_restriction(part.authorization_data).allowed_numbers == ("611", "911")
+
+
+class _EvilKdc:
+    """A TCP man-in-the-middle in front of the real KDC: 'replay' answers every request with
+    the first genuine reply it saw (a correctly signed reply to another request: wrong nonce);
+    'resign' flips the last byte of the KDC's signature in the reply."""
+
+    def __init__(self, upstream: int, mode: str) -> None:
+        import socket
+        import threading
+
+        self.upstream, self.mode, self.first = upstream, mode, None
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        from common.framing import RecordBuffer, encode_record
+        from tests.e2e.test_kdc_mit_kinit import _exchange_tcp
+
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            with conn:
+                buffer = RecordBuffer(1 << 20)
+                while (record := buffer.next_record()) is None:
+                    buffer.feed(conn.recv(65536))
+                reply = _exchange_tcp(self.upstream, record)
+                if self.mode == "replay":
+                    self.first = self.first or reply
+                    reply = self.first
+                else:
+                    reply = _flip_kdc_signature(reply)
+                conn.sendall(encode_record(reply))
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def _flip_kdc_signature(reply: bytes) -> bytes:
+    from common.messages.kdc_rep import KdcRep, decode_as_rep, encode_as_rep
+    from common.messages.pkinit import (
+        DhRepInfo,
+        PaPkAsRep,
+        decode_pa_pk_as_rep,
+        encode_pa_pk_as_rep,
+    )
+    from common.messages.types import PaData, find_padata
+
+    rep = decode_as_rep(reply)
+    pk = decode_pa_pk_as_rep(find_padata(rep.padata, 17).padata_value)
+    signed = pk.dh_info.dh_signed_data
+    broken = PaPkAsRep(DhRepInfo(signed[:-1] + bytes([signed[-1] ^ 1]),
+                                 pk.dh_info.server_dh_nonce, pk.dh_info.kdf), None)
+    return encode_as_rep(KdcRep(rep.pvno, rep.msg_type, (PaData(17, encode_pa_pk_as_rep(broken)),),
+                                rep.crealm, rep.cname, rep.ticket, rep.enc_part))
+
+
+@pytest.mark.parametrize("mode,reason", [("replay", "NONCE_MISMATCH"),
+                                         ("resign", "BAD_SIGNATURE")])
+def test_misbehaving_kdc_is_refused_and_cache_kept(lab, mode, reason):
+    tmp_path, kdc = lab
+    device = tmp_path / "device"
+    evil = _EvilKdc(kdc.port, mode)
+    try:
+        first = cli("cta", "login", "--dir", str(device), "--realm", REALM, "--kdc",
+                    f"127.0.0.1:{evil.port if mode == 'replay' else kdc.port}")
+        assert first.returncode == 0, first.stderr
+        before = (device / "ccache").read_bytes()
+        result = cli("cta", "login", "--dir", str(device), "--realm", REALM, "--kdc",
+                     f"127.0.0.1:{evil.port}")
+    finally:
+        evil.close()
+    assert result.returncode == 1 and reason in result.stderr, result.stderr
+    assert (device / "ccache").read_bytes() == before
