@@ -10,12 +10,21 @@ freshness: notBefore must be later than that of the certificate the device alrea
 itself, so a replayed (or older) request is refused.
 """
 
+import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.keywrap import aes_key_wrap_with_padding
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 
 from common.codes import ErrorCode
 from common.crypto.cms import (
@@ -28,7 +37,7 @@ from common.crypto.cms import (
 from common.errors import KerberosError
 from common.messages.asn1 import selfcert as asn1
 from common.messages.base import asn1_type, codec
-from common.messages.cms import decode_signed_data
+from common.messages.cms import SubjectPublicKeyInfo, decode_signed_data, decode_spki
 from common.pki import verify_chain
 
 # UUID arc (X.667), as for the phone-ID extension: telekey has no enterprise number.
@@ -42,6 +51,14 @@ class SelfCertRefused(KerberosError):
     code = ErrorCode.KDC_ERR_POLICY
 
 
+@asn1_type(asn1.DeliveredKey)
+@dataclass(frozen=True, slots=True)
+class DeliveredKey:
+    public_key: SubjectPublicKeyInfo
+    encrypted_key: bytes
+    wrapped_private_key: bytes
+
+
 @asn1_type(asn1.SelfCertProfile)
 @dataclass(frozen=True, slots=True)
 class SelfCertProfile:
@@ -51,6 +68,21 @@ class SelfCertProfile:
     network_id: str
     device_id: str
     key_algorithm: int | None
+    delivered_key: DeliveredKey | None = None
+
+
+def deliver_key(private_key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey,
+                factory_public: rsa.RSAPublicKey,
+                random: Callable[[int], bytes] = os.urandom) -> DeliveredKey:
+    """The server side of key delivery: the private key as PKCS#8, wrapped (RFC 5649) under a
+    fresh AES-256 key that only the device's factory key can recover. The device unwraps both
+    inside its token, so the private key never exists in the agent's memory."""
+    wrapping_key = random(32)
+    pkcs8 = private_key.private_bytes(Encoding.DER, PrivateFormat.PKCS8, NoEncryption())
+    spki = decode_spki(private_key.public_key().public_bytes(
+        Encoding.DER, PublicFormat.SubjectPublicKeyInfo))
+    return DeliveredKey(spki, factory_public.encrypt(wrapping_key, padding.PKCS1v15()),
+                        aes_key_wrap_with_padding(wrapping_key, pkcs8))
 
 
 decode_profile, encode_profile = codec(asn1.SelfCertProfile, SelfCertProfile)

@@ -236,8 +236,21 @@ def selfcert(
             raise typer.Exit(1) from exc
         generation = 1 if current_start is None else int(datetime.now(UTC).timestamp())
         label = f"self-issued-key-{generation}"
-        public = (provider.generate_rsa(label) if profile.key_algorithm == KEY_RSA_2048
-                  else provider.generate_ec(label))
+        if profile.delivered_key is not None:
+            from cryptography.hazmat.primitives.serialization import load_der_public_key
+
+            from common.messages.cms import encode_spki
+
+            delivered = profile.delivered_key
+            public = load_der_public_key(encode_spki(delivered.public_key))
+            if not isinstance(public, rsa.RSAPublicKey | ec_keys.EllipticCurvePublicKey):
+                typer.echo("request refused: DELIVERED_KEY_TYPE", err=True)
+                raise typer.Exit(1)
+            provider.unwrap_private_key(label, "factory", delivered.encrypted_key,
+                                        delivered.wrapped_private_key, public)
+        else:
+            public = (provider.generate_rsa(label) if profile.key_algorithm == KEY_RSA_2048
+                      else provider.generate_ec(label))
         signing_cert = provider.certificate("signing")
         signing_public = signing_cert.public_key()
         assert isinstance(signing_public, ec_keys.EllipticCurvePublicKey)

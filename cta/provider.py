@@ -99,6 +99,43 @@ class TokenProvider:
         self._set_id(label, public_key)
         return public_key
 
+    def unwrap_private_key(self, label: str, factory_label: str, encrypted_key: bytes,
+                           wrapped: bytes, public_key: Any) -> None:
+        """Seed 004 key delivery: recover the AES wrapping key with the factory RSA key
+        (RSA PKCS#1 v1.5, C_UnwrapKey) as a session object, then unwrap the PKCS#8 private
+        key with it (CKM_AES_KEY_WRAP_PAD, RFC 5649) into a sensitive, non-extractable token
+        object. Neither key is ever visible to this process."""
+        key_type = KeyType.EC if isinstance(public_key, ec.EllipticCurvePublicKey) else KeyType.RSA
+        sign_only = {a: pkcs11.DEFAULT for a in (Attribute.ENCRYPT, Attribute.VERIFY,
+                                                 Attribute.WRAP)}
+
+        def unwrap() -> None:
+            factory = self._session.get_key(object_class=ObjectClass.PRIVATE_KEY,
+                                            label=factory_label)
+            wrapping = factory.unwrap_key(ObjectClass.SECRET_KEY, KeyType.AES, encrypted_key,
+                                          mechanism=Mechanism.RSA_PKCS,
+                                          capabilities=pkcs11.MechanismFlag.UNWRAP,
+                                          template={Attribute.SENSITIVE: True,
+                                                    Attribute.EXTRACTABLE: False})
+            try:
+                wrapping.unwrap_key(ObjectClass.PRIVATE_KEY, key_type, wrapped, label=label,
+                                    mechanism=Mechanism.AES_KEY_WRAP_PAD, store=True,
+                                    capabilities=pkcs11.MechanismFlag.SIGN,
+                                    template={Attribute.SENSITIVE: True,
+                                              Attribute.EXTRACTABLE: False, **sign_only})
+            finally:
+                wrapping.destroy()
+
+        self._call(unwrap)
+        spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+        ident = key_id(spki)
+
+        def set_id() -> None:
+            self._session.get_key(object_class=ObjectClass.PRIVATE_KEY,
+                                  label=label)[Attribute.ID] = ident
+
+        self._call(set_id)
+
     def _set_id(self, label: str, public_key: Any) -> None:
         spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
         ident = key_id(spki)

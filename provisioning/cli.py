@@ -10,7 +10,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from common.crypto.cms import file_signer
-from common.selfcert import KEY_ECDSA_P256, KEY_RSA_2048, SelfCertProfile, build_request
+from common.selfcert import (
+    KEY_ECDSA_P256,
+    KEY_RSA_2048,
+    SelfCertProfile,
+    build_request,
+    deliver_key,
+)
 
 HELP = "Provisioning CA, customer and billing records, device lifecycle."
 app = typer.Typer(help=HELP, no_args_is_help=True)
@@ -36,14 +42,26 @@ def certreq(
     out: Annotated[Path, typer.Option(help="Where to write the DER request.")],
     days: Annotated[int, typer.Option(help="Validity of the certificate.")] = 365,
     rsa_key: Annotated[bool, typer.Option("--rsa", help="RSA-2048 instead of P-256.")] = False,
+    deliver_key_for: Annotated[Path | None, typer.Option(
+        "--deliver-key-for", help="Make the key pair here and deliver it, encrypted to this "
+        "factory certificate (PEM), instead of the device generating one.")] = None,
 ) -> None:
     """A signed request for a device to issue itself a certificate (seed 004)."""
     key = load_pem_private_key(signer_key.read_bytes(), None)
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise typer.BadParameter("the signer key must be RSA or ECDSA")
     now = datetime.now(UTC).replace(microsecond=0)
+    delivered = None
+    if deliver_key_for is not None:
+        factory = x509.load_pem_x509_certificate(deliver_key_for.read_bytes()).public_key()
+        if not isinstance(factory, rsa.RSAPublicKey):
+            raise typer.BadParameter("the factory certificate must hold an RSA key")
+        new_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = (
+            rsa.generate_private_key(65537, 2048) if rsa_key
+            else ec.generate_private_key(ec.SECP256R1()))
+        delivered = deliver_key(new_key, factory)
     profile = SelfCertProfile(1, now, now + timedelta(days=days), network_id, device_id.lower(),
-                              KEY_RSA_2048 if rsa_key else KEY_ECDSA_P256)
+                              KEY_RSA_2048 if rsa_key else KEY_ECDSA_P256, delivered)
     signer = file_signer(key, x509.load_pem_x509_certificate(signer_cert.read_bytes()))
     out.write_bytes(build_request(profile, signer))
     typer.echo(f"request for {device_id} in {network_id} written to {out}")

@@ -337,3 +337,43 @@ def test_misbehaving_kdc_is_refused_and_cache_kept(lab, mode, reason):
         evil.close()
     assert result.returncode == 1 and reason in result.stderr, result.stderr
     assert (device / "ccache").read_bytes() == before
+
+
+def test_self_issued_with_delivered_key(lab):
+    """The request's variant that delivers a key pair: the private key arrives wrapped for the
+    factory key and is unwrapped inside the token; the certificate is for that public key and
+    PKINIT with it works."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from common.messages.cms import decode_signed_data, encode_spki
+    from common.selfcert import decode_profile
+
+    tmp_path, kdc = lab
+    device = tmp_path / "device"
+    telekey_cmd("cert", "client", "--principal", "provisioning/server", "--realm", REALM,
+                "--pki-dir", str(tmp_path / "pki"), "--out-dir", str(tmp_path / "prov"))
+    out = tmp_path / "deliver.der"
+    result = cli("provisioning", "certreq", "--signer-cert",
+                 str(tmp_path / "prov" / "provisioning_server.pem"), "--signer-key",
+                 str(tmp_path / "prov" / "provisioning_server.key"), "--device-id", MAC,
+                 "--network-id", REALM, "--out", str(out), "--deliver-key-for",
+                 str(device / "certs" / "factory.pem"))
+    assert result.returncode == 0, result.stderr
+    result = cli("cta", "selfcert", "--dir", str(device), "--request", str(out))
+    assert result.returncode == 0, result.stderr
+    delivered = decode_profile(decode_signed_data(out.read_bytes()).encap_content_info.e_content
+                               ).delivered_key
+    cert = x509.load_pem_x509_certificate((device / "certs" / "self-issued.pem").read_bytes())
+    assert cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo) == \
+        encode_spki(delivered.public_key)
+    objects = _token_objects(device)
+    block = objects[objects.index("label:      self-issued-key-1"):].split("Object;")[0]
+    # An unwrapped key existed outside the token once, so PKCS#11 never calls it "never
+    # extractable" or "always sensitive"; what matters is that it is sensitive and cannot be
+    # extracted now (pkcs11-tool would print "extractable").
+    assert "Access:     sensitive\n" in block and "extractable" not in block
+    assert objects.count("Access:     sensitive, always sensitive, never extractable") == 2
+    result = cli("cta", "login", "--dir", str(device), "--realm", REALM, "--kdc",
+                 f"127.0.0.1:{kdc.port}", "--cert", "self-issued")
+    assert result.returncode == 0, result.stderr
