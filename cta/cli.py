@@ -13,8 +13,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
-    NoEncryption,
-    PrivateFormat,
     load_pem_private_key,
 )
 
@@ -23,12 +21,14 @@ from common.certs import build_ca, issue_device_certificate, issue_device_signin
 from common.codes import ErrorCode
 from common.errors import KerberosError
 from common.framing import RecordBuffer, encode_record
+from common.messages.kdc_rep import EncKdcRepPart
 from common.messages.krb_error import decode_krb_error
 from common.messages.ticket import encode_ticket
 from common.messages.types import PrincipalName
 from common.pkinit_client import PkinitOptions, build_pkinit_as_req, krbtgt, process_pkinit_as_rep
 from common.renewal import clock_offset, renewal_due
 from cta.device import Device
+from telekey.files import write_private_key
 
 HELP = "Device agent: keys in a PKCS#11 token, PKINIT client, ticket cache."
 app = typer.Typer(help=HELP, no_args_is_help=True)
@@ -40,12 +40,6 @@ def main() -> None:
     """The device agent (CTA)."""
 
 
-def _private_pem(path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
-
-
 @ca_app.command("ca")
 def cert_ca(directory: Annotated[Path, typer.Option("--dir", help="Write ca.pem, ca.key.")],
             name: Annotated[str, typer.Option(help="The CA's common name.")],
@@ -53,7 +47,7 @@ def cert_ca(directory: Annotated[Path, typer.Option("--dir", help="Write ca.pem,
     """Create a CA (a manufacturer root for labs and tests; realm init makes operator CAs)."""
     directory.mkdir(parents=True, exist_ok=True)
     key = rsa.generate_private_key(65537, 3072)
-    _private_pem(directory / "ca.key", key)
+    write_private_key(directory / "ca.key", key)
     (directory / "ca.pem").write_bytes(
         build_ca(key, name, organization, datetime.now(UTC)).public_bytes(Encoding.PEM))
     typer.echo(f"CA {name!r} written to {directory}")
@@ -106,6 +100,17 @@ def manufacture(
     finally:
         provider.close()
     typer.echo(f"manufactured {device.principal} in token {device.token_label!r} ({directory})")
+
+
+def _credential(client: CcachePrincipal, part: EncKdcRepPart, ticket: bytes) -> Credential:
+    """An MIT ccache credential from a KDC reply's decrypted part and the ticket's DER."""
+    def ts(when: datetime | None) -> int:
+        return int(when.timestamp()) if when else 0
+
+    server = CcachePrincipal(part.sname.name_type, part.srealm, part.sname.name_string)
+    return Credential(client, server, part.key.keytype, part.key.keyvalue, ts(part.authtime),
+                      ts(part.starttime), ts(part.endtime), ts(part.renew_till), False,
+                      part.flags, (), (), ticket, b"")
 
 
 def _exchange(kdc: str, data: bytes, timeout: float = 10.0) -> bytes:
@@ -179,15 +184,8 @@ def login(
         provider.close()
     part = result.enc_part
     me = CcachePrincipal(1, realm, tuple(device.principal.split("/")))
-    server = CcachePrincipal(part.sname.name_type, part.srealm, part.sname.name_string)
-
-    def ts(when: datetime | None) -> int:
-        return int(when.timestamp()) if when else 0
-
-    cred = Credential(me, server, result.session_key.enctype, result.session_key.data,
-                      ts(part.authtime), ts(part.starttime), ts(part.endtime),
-                      ts(part.renew_till), False, part.flags, (), (),
-                      encode_ticket(result.reply.ticket), b"")
+    cred = _credential(me, part, encode_ticket(result.reply.ticket))
+    server = cred.server
     target = ccache or directory / "ccache"
     temporary = target.with_suffix(".new")
     temporary.touch(mode=0o600, exist_ok=True)
@@ -298,14 +296,8 @@ def tgs(
         typer.echo(f"KDC refused: error {error.error_code} {error.e_text or ''}", err=True)
         raise typer.Exit(1)
     rep, part = process_tgs_rep(reply, request)
-    server = CcachePrincipal(part.sname.name_type, part.srealm, part.sname.name_string)
-
-    def ts(when: datetime | None) -> int:
-        return int(when.timestamp()) if when else 0
-
-    cred = Credential(tgt.client, server, part.key.keytype, part.key.keyvalue, ts(part.authtime),
-                      ts(part.starttime), ts(part.endtime), ts(part.renew_till), False,
-                      part.flags, (), (), encode_ticket(rep.ticket), b"")
+    cred = _credential(tgt.client, part, encode_ticket(rep.ticket))
+    server = cred.server
     kept = tuple(c for c in cache.credentials if c.server != server)
     temporary = path.with_suffix(".new")
     temporary.write_bytes(encode_ccache(CredentialCache(cache.default_principal, (*kept, cred),

@@ -11,8 +11,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import (
     Encoding,
-    NoEncryption,
-    PrivateFormat,
     load_pem_private_key,
 )
 from pydantic import ValidationError
@@ -26,6 +24,7 @@ from common.keytab import KeytabEntry, decode_keytab, encode_keytab
 from common.log import configure
 from kdc.db import Database
 from kdc.settings import KdcSettings
+from telekey.files import write_private_key
 
 HELP = "Kerberos KDC: PKINIT over TCP and UDP, tickets for signaling controllers."
 app = typer.Typer(help=HELP, no_args_is_help=True)
@@ -114,12 +113,6 @@ def run(config: Annotated[Path, typer.Option(exists=True, help="TOML settings fi
         run_workers(settings, make_kdc, run_loop)
     else:
         run_loop(serve(make_kdc()))
-
-
-def write_private_key(path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> None:
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
 
 
 @realm_app.command("init")

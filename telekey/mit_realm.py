@@ -48,6 +48,20 @@ class MitRealm:
             self.kdc.wait(timeout=10)
 
 
+def _start_krb5kdc(mit: MitRealm, realm: str) -> MitRealm:
+    """Run krb5kdc in the foreground for `mit` and wait until its port accepts connections."""
+    mit.kdc = subprocess.Popen([require_tool("krb5kdc"), "-n", "-r", realm], env=mit.env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", mit.port)) == 0:
+                return mit
+        time.sleep(0.05)
+    mit.stop()
+    raise RuntimeError("krb5kdc did not start listening")
+
+
 def make_client_config(directory: Path, port: int = 0) -> dict[str, str]:
     """Environment that points the MIT tools at a private krb5.conf."""
     kdc_line = f"  kdc = 127.0.0.1:{port}\n" if port else ""
@@ -81,16 +95,7 @@ def start_mit_realm(directory: Path) -> MitRealm:
     realm.run(require_tool("kdb5_util"), "create", "-s", "-r", REALM, "-P", "master-password")
     realm.run(require_tool("kadmin.local"), "-r", REALM, "-q",
               "addprinc +requires_preauth -pw secret phone1")
-    realm.kdc = subprocess.Popen([require_tool("krb5kdc"), "-n", "-r", REALM], env=env,
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return realm
-        time.sleep(0.05)
-    realm.stop()
-    raise RuntimeError("krb5kdc did not start listening")
+    return _start_krb5kdc(realm, REALM)
 
 
 def start_mit_pkinit_kdc(directory: Path, *, realm: str, identity: tuple[Path, Path],
@@ -117,13 +122,4 @@ def start_mit_pkinit_kdc(directory: Path, *, realm: str, identity: tuple[Path, P
     mit.run(require_tool("kdb5_util"), "create", "-s", "-r", realm, "-P", "master-password")
     for query in admin:
         mit.run(require_tool("kadmin.local"), "-r", realm, "-q", query)
-    mit.kdc = subprocess.Popen([require_tool("krb5kdc"), "-n", "-r", realm], env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return mit
-        time.sleep(0.05)
-    mit.stop()
-    raise RuntimeError("krb5kdc did not start listening")
+    return _start_krb5kdc(mit, realm)

@@ -19,7 +19,7 @@ from common.crypto import Key
 from common.keytab import decode_keytab
 from common.messages.restriction import find_restriction
 from common.messages.ticket import decode_enc_ticket_part, decode_ticket
-from kdc.cli import write_private_key
+from telekey.files import write_private_key
 from telekey.kdc_process import start_kdc, telekey_cmd, write_kdc_config
 from telekey.mit_realm import require_tool
 
