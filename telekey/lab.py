@@ -87,11 +87,74 @@ def run_kdc_part(directory: Path) -> None:
                        f"code={event['code']} {event['duration_ms']} ms")
 
 
+def run_device_part(directory: Path) -> None:
+    """Issue #4 so far: a device made in a SoftHSM2 token logs in, unprovisioned, with its
+    factory certificate; self-issues a certificate on a signed request (seed 004) and logs in
+    with it; then reaches a backup controller through TGS."""
+    import json
+    import sys
+
+    realm = "LAB.TEST"
+    pki = directory / "pki"
+
+    def cmd(*args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "telekey", *args], capture_output=True,
+                                text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"telekey {' '.join(args)}: {result.stderr}")
+        return result.stdout.strip()
+
+    step("a manufacturer root and a device token (SoftHSM2): factory RSA key and certificate, "
+         "certificate-signing key, roots")
+    cmd("cert", "ca", "--dir", str(directory / "maker"), "--name", "Maker Root")
+    device = directory / "device"
+    show(cmd("cta", "manufacture", "--mac", "00:1a:2b:3c:4d:5e", "--dir", str(device),
+             "--manufacturer-ca", str(directory / "maker"), "--operator-root",
+             str(pki / "ca.pem")))
+    config = directory / "pki" / "kdc-devices.toml"
+    config.write_text((pki / "kdc.toml").read_text() + "manufacturer_anchor_files = " +
+                      json.dumps([str(directory / "maker" / "ca.pem")]) + "\n")
+    kdc = start_kdc(config, directory / "kdc-devices.log")
+    try:
+        where = f"127.0.0.1:{kdc.port}"
+        step("the device logs in with its factory certificate (signed in the token): "
+             "unprovisioned controller ticket")
+        show(cmd("cta", "login", "--dir", str(device), "--realm", realm, "--kdc", where,
+                 "--service", "sigctl/sc1.lab.test"))
+        step("the provisioning server signs a certificate request; the device verifies it, "
+             "makes a key in the token and issues itself a certificate")
+        cmd("cert", "client", "--principal", "provisioning/server", "--realm", realm,
+            "--pki-dir", str(pki), "--out-dir", str(directory / "prov"))
+        request = directory / "selfcert-request.der"
+        cmd("provisioning", "certreq", "--signer-cert",
+            str(directory / "prov" / "provisioning_server.pem"), "--signer-key",
+            str(directory / "prov" / "provisioning_server.key"), "--device-id",
+            "00:1a:2b:3c:4d:5e", "--network-id", realm, "--out", str(request))
+        show(cmd("cta", "selfcert", "--dir", str(device), "--request", str(request)))
+        step("the same request again is refused as a replay")
+        replay = subprocess.run([sys.executable, "-m", "telekey", "cta", "selfcert", "--dir",
+                                 str(device), "--request", str(request)], capture_output=True,
+                                text=True, timeout=120)
+        show(replay.stderr)
+        step("PKINIT with the self-issued certificate (ECDH P-256) for a TGT, then TGS for the "
+             "backup controller")
+        show(cmd("cta", "login", "--dir", str(device), "--realm", realm, "--kdc", where,
+                 "--cert", "self-issued", "--ecdh"))
+        show(cmd("cta", "tgs", "--dir", str(device), "--kdc", where, "--service",
+                 "sigctl/sc2.lab.test"))
+        show(subprocess.run([require_tool("klist"), "-c", f"FILE:{device / 'ccache'}"],
+                            capture_output=True, text=True, env={"KRB5_CONFIG": "/dev/null"},
+                            check=True).stdout)
+    finally:
+        kdc.stop()
+
+
 def run_lab(workdir: Path | None = None) -> None:
     started = time.monotonic()
     directory = Path(workdir or tempfile.mkdtemp(prefix="telekey-lab-"))
     directory.mkdir(parents=True, exist_ok=True)
     run_kdc_part(directory)
+    run_device_part(directory)
     step(f"MIT Kerberos realm {REALM} on loopback (working files in {directory})")
     realm = start_mit_realm(directory)
     try:
@@ -140,5 +203,5 @@ def run_lab(workdir: Path | None = None) -> None:
     finally:
         realm.stop()
     step(f"lab finished in {time.monotonic() - started:.1f} s: telekey's KDC serves MIT's "
-         "clients and the foundation reads and writes MIT's formats (controller, device agent "
-         "and calls arrive with issues #4-#6)")
+         "clients and telekey's devices, devices keep their keys in their tokens, and the "
+         "foundation reads and writes MIT's formats (controller and calls: issues #5, #6)")

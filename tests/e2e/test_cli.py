@@ -27,6 +27,9 @@ def test_lab_runs_end_to_end(tmp_path):
     assert "lab finished" in out
     assert "sigctl/sc2.lab.test@LAB.TEST" in out  # through telekey's TGS exchange
     assert "tgs_req" in out and "as_req" in out
+    assert "self-issued certificate for 00:1a:2b:3c:4d:5e" in out
+    assert "REPLAY" in out
+    assert "(ECDH)" in out
     assert (tmp_path / "telekey.ccache").exists()
 
 
