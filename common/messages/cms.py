@@ -9,6 +9,7 @@ from pyasn1_modules import rfc5280
 from common.errors import MalformedMessage
 from common.messages.asn1 import rfc5652 as asn1
 from common.messages.base import asn1_type, codec, decode_der, encode_der
+from common.messages.der import read_header
 
 ID_DATA = "1.2.840.113549.1.7.1"
 ID_SIGNED_DATA = "1.2.840.113549.1.7.2"
@@ -147,9 +148,7 @@ def encode_content_info(info: ContentInfo) -> bytes:
 
 def decode_signed_data(data: bytes) -> SignedData:
     """A SignedData, given either bare or inside ContentInfo (RFC 4556 sends ContentInfo)."""
-    if data[:1] == b"\x30" and _looks_like_content_info(data):
-        data = decode_content_info(data, ID_SIGNED_DATA).content
-    result: SignedData = decode_der(data, _SIGNED_DATA)
+    result: SignedData = decode_der(_unwrap(data, ID_SIGNED_DATA), _SIGNED_DATA)
     return result
 
 
@@ -160,9 +159,7 @@ def encode_signed_data(signed: SignedData, *, content_info: bool = True) -> byte
 
 def decode_enveloped_data(data: bytes) -> EnvelopedData:
     """An EnvelopedData, given either bare or inside ContentInfo."""
-    if data[:1] == b"\x30" and _looks_like_content_info(data):
-        data = decode_content_info(data, ID_ENVELOPED_DATA).content
-    result: EnvelopedData = decode_der(data, _ENVELOPED_DATA)
+    result: EnvelopedData = decode_der(_unwrap(data, ID_ENVELOPED_DATA), _ENVELOPED_DATA)
     return result
 
 
@@ -177,7 +174,16 @@ def encode_signed_attributes(attrs: tuple[Attribute, ...]) -> bytes:
     return encode_der(attrs, _SIGNED_ATTRS)
 
 
-def _looks_like_content_info(data: bytes) -> bool:
-    # A ContentInfo starts SEQUENCE { OBJECT IDENTIFIER ...; a SignedData with an INTEGER.
-    header = 2 if len(data) > 1 and data[1] < 0x80 else 2 + (data[1] & 0x7F if len(data) > 1 else 0)
-    return data[header : header + 1] == b"\x06"
+def _unwrap(data: bytes, content_type: str) -> bytes:
+    """The content of a ContentInfo of `content_type`, or `data` itself when it is the bare
+    structure: a ContentInfo's SEQUENCE starts with an OBJECT IDENTIFIER, SignedData and
+    EnvelopedData start with an INTEGER (RFC 5652 §3, §5.1, §6.1)."""
+    if data[:1] != b"\x30":
+        return data  # not a SEQUENCE at all: the decoder says why
+    try:
+        start, _ = read_header(data, 1, len(data))
+    except MalformedMessage:
+        return data
+    if data[start : start + 1] == b"\x06":
+        return decode_content_info(data, content_type).content
+    return data
