@@ -1,0 +1,246 @@
+"""The device agent's operations, shared by the one-shot commands (`telekey cta login|tgs|
+selfcert`) and the long-running agent (`telekey cta run`): PKINIT with a token certificate,
+TGS with the TGT, seed 004 self-issuance, and the MIT credential cache that holds the result.
+
+Every private-key operation goes through the device's TokenProvider; the methods block (the
+token has one worker thread) and the daemon calls them from an executor."""
+
+import os
+import socket
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
+
+from common.ccache import (
+    CcachePrincipal,
+    Credential,
+    CredentialCache,
+    decode_ccache,
+    encode_ccache,
+)
+from common.codes import ErrorCode
+from common.crypto import Key
+from common.errors import KerberosError
+from common.framing import RecordBuffer, encode_record
+from common.messages.cms import encode_spki
+from common.messages.kdc_rep import EncKdcRepPart
+from common.messages.krb_error import decode_krb_error
+from common.messages.ticket import decode_ticket, encode_ticket
+from common.messages.types import PrincipalName
+from common.pkinit_client import PkinitOptions, build_pkinit_as_req, krbtgt, process_pkinit_as_rep
+from common.renewal import clock_offset
+from common.selfcert import KEY_RSA_2048, SelfCertProfile, build_self_issued, verify_request
+from common.tgs_client import build_tgs_req, process_tgs_rep
+from cta.device import Device
+from cta.provider import TokenEcKey, TokenProvider
+
+P256 = "1.2.840.10045.3.1.7"
+MODES = ("dh", "ecdh", "rsa")
+
+
+class AgentError(Exception):
+    """An operation the KDC or the agent refused; the message is for the operator."""
+
+
+@dataclass(frozen=True)
+class Obtained:
+    credential: Credential
+    method: str  # "DH", "ECDH", "RSA" (PKINIT) or "TGS"
+    ccache: Path
+
+
+def credential_from_reply(client: CcachePrincipal, part: EncKdcRepPart,
+                          ticket: bytes) -> Credential:
+    """An MIT ccache credential from a KDC reply's decrypted part and the ticket's DER."""
+    def ts(when: datetime | None) -> int:
+        return int(when.timestamp()) if when else 0
+
+    server = CcachePrincipal(part.sname.name_type, part.srealm, part.sname.name_string)
+    return Credential(client, server, part.key.keytype, part.key.keyvalue, ts(part.authtime),
+                      ts(part.starttime), ts(part.endtime), ts(part.renew_till), False,
+                      part.flags, (), (), ticket, b"")
+
+
+def kdc_exchange(kdc: str, data: bytes, timeout: float = 10.0) -> bytes:
+    """One request/reply with a KDC over TCP (RFC 4120 §7.2.2 framing)."""
+    host, _, port = kdc.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        sock.sendall(encode_record(data))
+        buffer = RecordBuffer(1 << 20)
+        while (record := buffer.next_record()) is None:
+            chunk = sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("the KDC closed the connection")
+            buffer.feed(chunk)
+    return record
+
+
+def _refusal(reply: bytes) -> AgentError:
+    error = decode_krb_error(reply)
+    return AgentError(f"KDC refused: error {error.error_code} {error.e_text or ''}".strip())
+
+
+class Agent:
+    """One device: its token (open for the agent's lifetime), realm, KDC and ccache."""
+
+    def __init__(self, device: Device, provider: TokenProvider, *, realm: str, kdc: str,
+                 ccache: Path | None = None) -> None:
+        self.device = device
+        self.provider = provider
+        self.realm = realm
+        self.kdc = kdc
+        self.ccache = ccache or device.directory / "ccache"
+        self.me = CcachePrincipal(1, realm, tuple(device.principal.split("/")))
+        self.offset = timedelta()  # KDC time minus ours, learned from KRB_AP_ERR_SKEW
+        if self.ccache.exists():
+            offset = self.read_cache().kdc_offset
+            if offset:
+                self.offset = timedelta(seconds=offset[0], microseconds=offset[1])
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    # The credential cache ------------------------------------------------------------
+
+    def read_cache(self) -> CredentialCache:
+        return decode_ccache(self.ccache.read_bytes())
+
+    def credentials(self) -> tuple[Credential, ...]:
+        if not self.ccache.exists():
+            return ()
+        return tuple(c for c in self.read_cache().credentials if not c.is_config)
+
+    def tgt(self) -> Credential | None:
+        return next((c for c in self.credentials() if c.server.components[:1] == ("krbtgt",)),
+                    None)
+
+    def _store(self, credential: Credential) -> None:
+        """Add (or replace) one credential; written to a new file and renamed, so a failure
+        at any point leaves the previous cache as it was."""
+        kept = tuple(c for c in self.credentials() if c.server != credential.server)
+        seconds = int(self.offset.total_seconds())
+        micro = int((self.offset.total_seconds() - seconds) * 1e6)
+        temporary = self.ccache.with_suffix(".new")
+        temporary.touch(mode=0o600, exist_ok=True)
+        temporary.write_bytes(encode_ccache(CredentialCache(
+            self.me, (*kept, credential), kdc_offset=(seconds, micro))))
+        os.replace(temporary, self.ccache)
+
+    # PKINIT --------------------------------------------------------------------------
+
+    def login(self, service: str | None = None, *, mode: str = "dh",
+              certificate: str = "factory", clock_error: timedelta = timedelta()) -> Obtained:
+        """PKINIT with a token certificate for a TGT or the named controller's ticket;
+        `clock_error` pretends the device clock is off (labs, tests)."""
+        if mode not in MODES:
+            raise AgentError(f"unknown PKINIT mode {mode!r}")
+        provider = self.provider
+        cert = provider.certificate(certificate)
+        key_label = provider.key_label_for(cert)
+        # A self-issued certificate chains through the device's signing certificate.
+        chain = (provider.certificate("signing"),) if certificate != "factory" else ()
+        anchors = [provider.certificate("operator-root")]
+        sname = PrincipalName(2, tuple(service.split("/"))) if service else krbtgt(self.realm)
+        offset = self.offset + clock_error
+        for attempt in (1, 2):
+            now = datetime.now(UTC) + offset
+            request = build_pkinit_as_req(
+                cname=PrincipalName(1, self.me.components), realm=self.realm, sname=sname,
+                signer=provider.signer(key_label, cert, chain), now=now,
+                till=now + timedelta(days=7),
+                options=PkinitOptions(group=0 if mode == "rsa" else 14,
+                                      curve=P256 if mode == "ecdh" else None))
+            reply = kdc_exchange(self.kdc, request.data)
+            if reply[:1] != b"\x7e":
+                break
+            error = decode_krb_error(reply)
+            if error.error_code == ErrorCode.KRB_AP_ERR_SKEW and attempt == 1:
+                # RFC 4120 §7.5.9: learn the KDC's time from stime and try once more.
+                offset += clock_offset(error, now)
+                continue
+            raise _refusal(reply)
+        try:
+            result = process_pkinit_as_rep(reply, request, realm=self.realm, anchors=anchors,
+                                           now=now,
+                                           decrypt_key=lambda k: provider.decrypt(key_label, k))
+        except KerberosError as exc:
+            raise AgentError(f"KDC reply rejected: {exc.status} {exc.detail}") from exc
+        self.offset = offset - clock_error
+        credential = credential_from_reply(self.me, result.enc_part,
+                                           encode_ticket(result.reply.ticket))
+        self._store(credential)
+        return Obtained(credential, mode.upper(), self.ccache)
+
+    # TGS -----------------------------------------------------------------------------
+
+    def tgs(self, service: str) -> Obtained:
+        """With the TGT in the cache, one TGS exchange (no PKINIT) for another service."""
+        tgt = self.tgt()
+        if tgt is None:
+            raise AgentError("no TGT in the cache: log in first")
+        request = build_tgs_req(tgt=decode_ticket(tgt.ticket),
+                                session_key=Key(tgt.enctype, tgt.key),
+                                cname=PrincipalName(tgt.client.name_type, tgt.client.components),
+                                realm=self.realm,
+                                sname=PrincipalName(2, tuple(service.split("/"))),
+                                now=self.now(), lifetime=timedelta(days=7))
+        reply = kdc_exchange(self.kdc, request.data)
+        if reply[:1] == b"\x7e":
+            raise _refusal(reply)
+        try:
+            rep, part = process_tgs_rep(reply, request)
+        except KerberosError as exc:
+            raise AgentError(f"KDC reply rejected: {exc.status} {exc.detail}") from exc
+        credential = credential_from_reply(tgt.client, part, encode_ticket(rep.ticket))
+        self._store(credential)
+        return Obtained(credential, "TGS", self.ccache)
+
+    # Seed 004: self-issued certificates ----------------------------------------------
+
+    def selfcert(self, request: bytes) -> SelfCertProfile:
+        """Verify the provisioning server's signed request against the operator root in the
+        token, make (or unwrap) the new key pair in the token and issue the certificate with
+        the factory signing key. Every check happens before the token is touched, so a
+        refused request leaves it unchanged."""
+        provider = self.provider
+        try:
+            current: datetime | None = provider.certificate("self-issued").not_valid_before_utc
+        except KeyError:
+            current = None
+        try:
+            profile = verify_request(request, operator_root=provider.certificate("operator-root"),
+                                     device_mac=self.device.mac, current_not_before=current,
+                                     now=datetime.now(UTC))
+        except KerberosError as exc:
+            raise AgentError(f"request refused: {exc.status} {exc.detail}") from exc
+        public: rsa.RSAPublicKey | ec.EllipticCurvePublicKey
+        delivered = profile.delivered_key
+        if delivered is not None:
+            loaded = load_der_public_key(encode_spki(delivered.public_key))
+            if not isinstance(loaded, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+                raise AgentError("request refused: DELIVERED_KEY_TYPE")
+            public = loaded
+        generation = 1 if current is None else int(datetime.now(UTC).timestamp())
+        label = f"self-issued-key-{generation}"
+        if delivered is not None:
+            provider.unwrap_private_key(label, "factory", delivered.encrypted_key,
+                                        delivered.wrapped_private_key, public)
+        elif profile.key_algorithm == KEY_RSA_2048:
+            public = provider.generate_rsa(label)
+        else:
+            public = provider.generate_ec(label)
+        signing_cert = provider.certificate("signing")
+        signing_public = signing_cert.public_key()
+        if not isinstance(signing_public, ec.EllipticCurvePublicKey):
+            raise AgentError("the device signing certificate must hold an ECDSA key")
+        cert = build_self_issued(profile, public, signing_cert,
+                                 TokenEcKey(provider, "signing", signing_public),
+                                 x509.random_serial_number())
+        provider.store_certificate("self-issued", cert, replace=True)
+        (self.device.directory / "certs" / "self-issued.pem").write_bytes(
+            cert.public_bytes(Encoding.PEM))
+        return profile

@@ -1,0 +1,241 @@
+"""`telekey cta run`: the long-running device agent.
+
+It keeps the device's tickets fresh and answers its management port.
+
+- **Tickets.** With no backup controllers the device asks PKINIT for its controller's ticket
+  directly (seed 000); with backups it gets a TGT by PKINIT and every controller ticket by TGS.
+  A ticket obtained by PKINIT is replaced `pkinit_grace` before it ends, one obtained by TGS
+  `tgs_grace` before (RFC 4682 defaults 15 and 10 minutes). The login certificate is the
+  self-issued one when the token holds a valid one, else the factory certificate. A failed
+  renewal is retried with a growing delay (5 s doubling to 5 min); the agent never exits on it.
+- **Management port** (TCP, loopback only by default): one JSON object per line in, one per
+  line out. `{"op": "status"}`, `{"op": "renew"}` (renew everything now), `{"op": "selfcert",
+  "request": "<base64 DER of the signed request>"}` (seed 004; on success the agent logs in
+  again with the new certificate). Replies are `{"ok": true, ...}` or `{"ok": false, "error":
+  "..."}`; lines over 64 KiB or not JSON are answered with an error, never crash the agent.
+  The port grants nothing a signed request would not: self-issuance is authorised by the
+  operator's signature, not by the connection.
+"""
+
+import asyncio
+import base64
+import binascii
+import json
+import signal
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from common.ccache import Credential
+from common.errors import KerberosError
+from common.log import get_logger
+from cta.agent import Agent, AgentError
+
+log = get_logger("cta")
+MAX_LINE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    service: str | None = None  # the controller; None: just a TGT
+    backups: tuple[str, ...] = ()
+    mode: str = "dh"
+    management_host: str = "127.0.0.1"
+    management_port: int = 0
+    pkinit_grace: timedelta = timedelta(minutes=15)
+    tgs_grace: timedelta = timedelta(minutes=10)
+
+
+@dataclass
+class Wanted:
+    """A ticket the agent keeps: for `service` (None = the TGT), by PKINIT or by TGS."""
+    service: str | None
+    by_tgs: bool
+    renew_at: datetime | None = None
+    failures: int = 0
+    last_error: str | None = field(default=None)
+
+
+def _endtime(credential: Credential) -> datetime:
+    return datetime.fromtimestamp(credential.endtime, UTC)
+
+
+class AgentDaemon:
+    def __init__(self, agent: Agent, config: AgentConfig) -> None:
+        self.agent = agent
+        self.config = config
+        self.wake = asyncio.Event()
+        self.lock = asyncio.Lock()  # one token/KDC operation at a time
+        if config.backups:
+            self.wanted = [Wanted(None, False)]
+            self.wanted += [Wanted(s, True) for s in (config.service, *config.backups) if s]
+        else:
+            self.wanted = [Wanted(config.service, False)]
+
+    def certificate(self) -> str:
+        try:
+            cert = self.agent.provider.certificate("self-issued")
+        except KeyError:
+            return "factory"
+        now = datetime.now(UTC)
+        return ("self-issued" if cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
+                else "factory")
+
+    def _held(self, wanted: Wanted) -> Credential | None:
+        for credential in self.agent.credentials():
+            components = credential.server.components
+            if (wanted.service is None and components[:1] == ("krbtgt",)) or (
+                    wanted.service is not None and "/".join(components) == wanted.service):
+                return credential
+        return None
+
+    def _schedule(self, wanted: Wanted) -> None:
+        held = self._held(wanted)
+        if held is None:
+            wanted.renew_at = datetime.now(UTC)
+            return
+        grace = self.config.tgs_grace if wanted.by_tgs else self.config.pkinit_grace
+        wanted.renew_at = _endtime(held) - self.agent.offset - grace
+
+    async def _in_token(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        async with self.lock:
+            return await asyncio.get_running_loop().run_in_executor(
+                None, lambda: fn(*args, **kwargs))
+
+    async def obtain(self, wanted: Wanted) -> None:
+        started = asyncio.get_running_loop().time()
+        certificate = None
+        try:
+            if wanted.by_tgs:
+                tgt = self._held(self.wanted[0])
+                if tgt is None or _endtime(tgt) <= datetime.now(UTC) + self.agent.offset:
+                    await self.obtain(self.wanted[0])
+                got = await self._in_token(self.agent.tgs, wanted.service or "")
+            else:
+                certificate = self.certificate()
+                got = await self._in_token(self.agent.login, wanted.service,
+                                           mode=self.config.mode, certificate=certificate)
+        except (AgentError, KerberosError, OSError, KeyError) as exc:
+            wanted.failures += 1
+            wanted.last_error = str(exc)
+            delay = min(300.0, 5.0 * 2 ** (wanted.failures - 1))
+            wanted.renew_at = datetime.now(UTC) + timedelta(seconds=delay)
+            log.warning("ticket_failed", service=wanted.service or "krbtgt", error=str(exc),
+                        retry_in_s=delay)
+            return
+        wanted.failures = 0
+        wanted.last_error = None
+        self._schedule(wanted)
+        log.info("ticket", service=str(got.credential.server), method=got.method,
+                 certificate=certificate,
+                 endtime=_endtime(got.credential).isoformat(),
+                 renew_at=wanted.renew_at.isoformat() if wanted.renew_at else None,
+                 ms=round((asyncio.get_running_loop().time() - started) * 1000, 1))
+
+    async def keep_tickets(self) -> None:
+        for wanted in self.wanted:
+            self._schedule(wanted)
+        while True:
+            now = datetime.now(UTC)
+            for wanted in self.wanted:
+                if wanted.renew_at is None or wanted.renew_at <= now:
+                    await self.obtain(wanted)
+            next_at = min(w.renew_at or now for w in self.wanted)
+            delay = max(0.0, (next_at - datetime.now(UTC)).total_seconds())
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout=min(delay, 3600.0))
+            except TimeoutError:
+                pass
+
+    def renew_all(self) -> None:
+        for wanted in self.wanted:
+            wanted.renew_at = datetime.now(UTC)
+        self.wake.set()
+
+    # Management port -----------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        tickets = []
+        for wanted in self.wanted:
+            held = self._held(wanted)
+            tickets.append({
+                "service": wanted.service or "krbtgt",
+                "by": "TGS" if wanted.by_tgs else "PKINIT",
+                "endtime": _endtime(held).isoformat() if held else None,
+                "renew_at": wanted.renew_at.isoformat() if wanted.renew_at else None,
+                "last_error": wanted.last_error})
+        return {"principal": f"{self.agent.device.principal}@{self.agent.realm}",
+                "certificate": self.certificate(),
+                "clock_offset_s": self.agent.offset.total_seconds(), "tickets": tickets}
+
+    async def handle(self, message: dict[str, Any]) -> dict[str, Any]:
+        op = message.get("op")
+        if op == "status":
+            return {"ok": True, **self.status()}
+        if op == "renew":
+            self.renew_all()
+            return {"ok": True}
+        if op == "selfcert":
+            try:
+                request = base64.b64decode(str(message.get("request", "")), validate=True)
+            except binascii.Error:
+                return {"ok": False, "error": "request is not base64"}
+            try:
+                profile = await self._in_token(self.agent.selfcert, request)
+            except AgentError as exc:
+                log.warning("selfcert_refused", error=str(exc))
+                return {"ok": False, "error": str(exc)}
+            log.info("selfcert", device_id=profile.device_id, network_id=profile.network_id,
+                     not_before=profile.not_before.isoformat())
+            self.renew_all()  # log in again with the new certificate
+            return {"ok": True, "device_id": profile.device_id,
+                    "network_id": profile.network_id,
+                    "not_before": profile.not_before.isoformat(),
+                    "not_after": profile.not_after.isoformat()}
+        return {"ok": False, "error": f"unknown op {op!r}"}
+
+    async def management(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                try:
+                    line = await reader.readuntil(b"\n")
+                except asyncio.IncompleteReadError:
+                    break
+                except asyncio.LimitOverrunError:
+                    writer.write(b'{"ok": false, "error": "line too long"}\n')
+                    break
+                try:
+                    message = json.loads(line)
+                    if not isinstance(message, dict):
+                        raise ValueError("not an object")
+                except ValueError:
+                    reply: dict[str, Any] = {"ok": False, "error": "malformed: one JSON object "
+                                             "per line"}
+                else:
+                    reply = await self.handle(message)
+                writer.write(json.dumps(reply).encode() + b"\n")
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+async def run(agent: Agent, config: AgentConfig) -> None:
+    daemon = AgentDaemon(agent, config)
+    server = await asyncio.start_server(daemon.management, config.management_host,
+                                        config.management_port, limit=MAX_LINE)
+    port = server.sockets[0].getsockname()[1]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    log.info("listening", management_port=port, principal=agent.device.principal,
+             realm=agent.realm, kdc=agent.kdc)
+    tickets = asyncio.create_task(daemon.keep_tickets())
+    await stop.wait()
+    tickets.cancel()
+    server.close()
+    log.info("stopped")
