@@ -17,6 +17,7 @@ from common.certs import build_ca, issue_device_certificate, issue_device_signin
 from common.renewal import renewal_due
 from cta.agent import Agent, AgentError
 from cta.device import Device
+from cta.provider import take_ownership
 from telekey.files import write_private_key
 
 HELP = "Device agent: keys in a PKCS#11 token, PKINIT client, ticket cache."
@@ -61,12 +62,16 @@ def manufacture(
     pin = directory / "pin"
     pin.touch(mode=0o600, exist_ok=True)
     pin.chmod(0o600)
-    pin.write_text(secrets.token_hex(8) + "\n")
-    # The factory step: softhsm2-util takes PINs only as arguments (visible in ps here).
+    pin.write_text(secrets.token_hex(16) + "\n")
+    # softhsm2-util takes PINs only as arguments (visible in ps): initialise with throwaway
+    # PINs, then set the real user PIN and a discarded random SO PIN through PKCS#11.
+    throwaway_so = secrets.token_hex(8)
     subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", device.token_label,
-                    "--pin", pin.read_text().strip(), "--so-pin", secrets.token_hex(8)],
+                    "--pin", secrets.token_hex(8), "--so-pin", throwaway_so],
                    check=True, capture_output=True,
                    env={**os.environ, "SOFTHSM2_CONF": str(device.softhsm_conf())})
+    os.environ["SOFTHSM2_CONF"] = str(device.softhsm_conf())
+    take_ownership(device.token_label, throwaway_so, pin.read_text().strip())
     device.save()
     ca = x509.load_pem_x509_certificate((manufacturer_ca / "ca.pem").read_bytes())
     ca_key = load_pem_private_key((manufacturer_ca / "ca.key").read_bytes(), None)

@@ -47,6 +47,19 @@ def key_id(public_der_spki: bytes) -> bytes:
     return hashlib.sha1(public_der_spki).digest()
 
 
+def take_ownership(token_label: str, initial_so_pin: str, user_pin: str,
+                   module: Path = MODULE) -> None:
+    """Right after `softhsm2-util --init-token` (which takes PINs only as arguments, visible
+    in `ps`): replace the SO PIN by a random one that is then discarded and set the user PIN,
+    so no PIN that ever appeared on a command line opens the token."""
+    import secrets
+
+    token = pkcs11.lib(str(module)).get_token(token_label=token_label)
+    with token.open(rw=True, so_pin=initial_so_pin) as session:
+        session.init_pin(user_pin)
+        session.set_pin(initial_so_pin, secrets.token_hex(16))
+
+
 class TokenProvider:
     def __init__(self, token_label: str, pin_file: Path, module: Path = MODULE) -> None:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pkcs11")
