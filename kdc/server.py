@@ -21,6 +21,7 @@ from common.codes import ErrorCode
 from common.errors import FieldTooLong, KerberosError, MalformedMessage, ResponseTooBig
 from common.framing import RecordBuffer, encode_record
 from common.log import get_logger
+from common.lookaside import Lookaside
 from common.messages.krb_error import encode_krb_error, error_reply
 from common.rate_limit import RateLimiter
 from common.replay import ReplayCache
@@ -50,6 +51,7 @@ class Kdc:
     principals: CachedPrincipals | None = None
 
     limiter: RateLimiter | None = None
+    lookaside: Lookaside = field(default_factory=Lookaside)
 
     def __post_init__(self) -> None:
         if self.principals is None:
@@ -72,6 +74,15 @@ class Kdc:
             if transport == "udp":  # never amplify a flood: no answer on UDP
                 return None
             return self._error(KdcBusy("RATE_LIMITED"), now)
+        key = Lookaside.key(data)
+        if (cached := self.lookaside.get(key, started)) is not None:
+            # A retransmission (UDP timeout, or TCP after RESPONSE_TOO_BIG): the same reply.
+            metrics.requests.labels(kind or "unknown", "retransmit").inc()
+            if transport == "udp" and len(cached) > self.settings.udp_max_reply_bytes:
+                return self._error(ResponseTooBig("RESPONSE_TOO_BIG"), now)
+            log.info(kind or "unknown", peer=peer, transport=transport, status="RETRANSMIT",
+                     code=0, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+            return cached
         status, code = "OK", 0
         try:
             if kind == "as_req":
@@ -92,6 +103,7 @@ class Kdc:
             log.exception("internal_error", peer=peer)
             status, code = "INTERNAL", int(ErrorCode.KRB_ERR_GENERIC)
             reply = self._error(exc, now)
+        self.lookaside.put(key, reply, started)
         if transport == "udp" and len(reply) > self.settings.udp_max_reply_bytes:
             status, code = "RESPONSE_TOO_BIG", int(ErrorCode.KRB_ERR_RESPONSE_TOO_BIG)
             reply = self._error(ResponseTooBig("RESPONSE_TOO_BIG"), now)

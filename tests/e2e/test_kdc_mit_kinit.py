@@ -2,7 +2,7 @@
 loopback sockets: the MIT test CA, KDC and client certificates from ../shared/interop."""
 
 import subprocess
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -183,6 +183,37 @@ def _exchange_tcp(port: int, data: bytes) -> bytes:
     return record
 
 
+def _with_pac_request(as_req: bytes) -> bytes:
+    """The same AS-REQ (same signed PA-PK-AS-REQ, same body) plus a PA-PAC-REQUEST."""
+    from dataclasses import replace
+
+    from common.messages.kdc_req import decode_as_req, encode_as_req
+    from common.messages.types import PaData
+
+    request = decode_as_req(as_req)
+    extra = PaData(128, bytes.fromhex("3005a0030101ff"))
+    return encode_as_req(replace(request, padata=(*(request.padata or ()), extra)))
+
+
+def test_udp_too_big_then_tcp_retry_gets_the_reply(kdc):
+    """MIT's client sends the same request over TCP after KRB_ERR_RESPONSE_TOO_BIG: that is a
+    retransmission, not a replay, and gets the AS-REP (the lookaside cache keeps it)."""
+    import socket
+
+    from common.messages.krb_error import decode_krb_error
+    from tests.pkinit_cases import request
+
+    data = request(datetime.now(UTC)).data
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(10)
+        sock.sendto(data, ("127.0.0.1", kdc.port))
+        too_big = sock.recv(65536)
+        assert decode_krb_error(too_big).error_code == 52  # KRB_ERR_RESPONSE_TOO_BIG
+        sock.sendto(data, ("127.0.0.1", kdc.port))  # a UDP retransmission: still too big
+        assert decode_krb_error(sock.recv(65536)).error_code == 52
+    assert _exchange_tcp(kdc.port, data)[:1] == b"\x6b"  # AS-REP
+
+
 def test_bad_requests_get_their_codes_and_kdc_keeps_serving(kdc):
     """Each defect of tests/pkinit_cases.py (but the expired certificate, which needs the KDC's
     clock moved) against the running daemon; after each, a valid login still succeeds."""
@@ -205,8 +236,12 @@ def test_bad_requests_get_their_codes_and_kdc_keeps_serving(kdc):
                                        anchors=[pem("cacert.pem")], now=now)
         assert result.enc_part.sname.name_string == ("krbtgt", REALM)
     assert seen == {name: code for name, (_, code) in cases.items()}
-    _exchange_tcp(kdc.port, replayed)
-    assert decode_krb_error(_exchange_tcp(kdc.port, replayed)).error_code == 34
+    # A byte-identical retransmission gets the same reply again (lookaside, as MIT's KDC);
+    # the same signed AuthPack in another request (one more PA-DATA) is a replay: 34.
+    first = _exchange_tcp(kdc.port, replayed)
+    assert first[:1] == b"\x6b" and _exchange_tcp(kdc.port, replayed) == first
+    assert decode_krb_error(_exchange_tcp(kdc.port, _with_pac_request(replayed))
+                            ).error_code == 34
     assert not any(e.get("event") == "internal_error" for e in kdc.log_events())
 
 

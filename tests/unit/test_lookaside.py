@@ -1,0 +1,23 @@
+"""The lookaside cache: same request bytes → same reply within the window, then forgotten;
+bounded by dropping the oldest entry."""
+
+from common.lookaside import Lookaside
+
+
+def test_remembers_within_window_and_forgets_after():
+    cache = Lookaside(window_s=120, max_entries=10)
+    key = Lookaside.key(b"request")
+    assert cache.get(key, 0.0) is None
+    cache.put(key, b"reply", 0.0)
+    assert cache.get(key, 119.9) == b"reply"
+    assert cache.get(Lookaside.key(b"request!"), 1.0) is None
+    assert cache.get(key, 120.0) is None and len(cache) == 0
+
+
+def test_bounded_drops_oldest():
+    cache = Lookaside(window_s=120, max_entries=3)
+    for n in range(5):
+        cache.put(Lookaside.key(bytes([n])), bytes([n]), float(n))
+    assert len(cache) == 3
+    assert cache.get(Lookaside.key(b"\x00"), 5.0) is None
+    assert cache.get(Lookaside.key(b"\x04"), 5.0) == b"\x04"
