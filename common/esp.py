@@ -24,9 +24,9 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.decrepit.ciphers.algorithms import TripleDES
 
 from common.crypto import Key
 from common.errors import KerberosError, MalformedMessage
@@ -206,3 +206,13 @@ def parse_udp_datagram(data: bytes) -> tuple[int, int, bytes]:
     if length != len(data):
         raise MalformedMessage("UDP_BAD_LENGTH", f"{length} != {len(data)}")
     return source, destination, data[8:]
+
+
+def wireshark_esp_sa(source: str, destination: str, spi: int, suite: Suite,
+                     keys: DirectionKeys) -> str:
+    """One record of Wireshark's `esp_sa` UAT (../shared/references.md §5.2), for labs and
+    tests that decrypt a capture; GCM keys carry their salt appended, as Wireshark expects."""
+    fields = ("IPv4", source, destination, f"0x{spi:08x}", suite.wireshark_encryption,
+              "0x" + (keys.encryption + keys.salt).hex(), suite.wireshark_authentication,
+              "0x" + keys.integrity.hex() if keys.integrity else "")
+    return ",".join(f'"{f}"' for f in fields)

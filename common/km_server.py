@@ -1,0 +1,248 @@
+"""The signaling controller's key management and ESP demultiplexing (seed 000). No I/O: the
+daemon hands in datagrams with their source address and the time, and sends what comes out.
+
+State is the live SAs, the replay cache and the lookaside cache, all in memory: a restart
+costs each device one AP exchange (it learns of the restart from a Wake Up or silence).
+
+- AP Request → verify the AP-REQ (common/ap_exchange.py; the authenticator's keyed checksum
+  covers the pktc parameters), then the message HMAC with the ticket session key; choose the
+  first of the device's suites we support; a new random sub-key in the session key's enctype;
+  SA keys from it (common/esp.py); answer AP Reply. A Kerberos failure is answered with an
+  Error Reply carrying the KRB-ERROR; bytes that are not a key-management message are dropped.
+  A retransmitted AP Request (same bytes) gets the same AP Reply (lookaside).
+- Security Parameter Recovered → confirms the newest SA of that address.
+- ESP for an unknown SPI → Wake Up to the sender (at most one per address per second); a bad
+  ICV or a replay is dropped and counted.
+"""
+
+import os
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from common import esp, pktc
+from common.ap_exchange import Accepted, KeyLookup, accept_ap_req, build_ap_rep
+from common.codes import ErrorCode
+from common.crypto import Key
+from common.errors import KerberosError, MalformedMessage
+from common.lookaside import Lookaside
+from common.messages.krb_error import encode_krb_error, error_reply
+from common.messages.restriction import DeviceRestriction
+from common.messages.types import PrincipalName
+from common.replay import ReplayCache
+
+Address = tuple[str, int]
+
+
+class NoCommonSuite(KerberosError):
+    code = ErrorCode.KRB_AP_ERR_METHOD
+
+
+@dataclass
+class ControllerSa:
+    """One device's SA at the controller: inbound on `inbound.spi`, outbound to `peer`."""
+    client: str
+    peer: Address
+    inbound: esp.InboundSa
+    outbound: esp.OutboundSa
+    hmac_key: bytes  # of the AP-REP sub-key: Rekey and Security Parameter Recovered
+    expires: float  # monotonic seconds
+    restriction: DeviceRestriction | None
+    confirmed: bool = False
+
+
+@dataclass
+class KmStats:
+    exchanges: dict[str, int] = field(default_factory=dict)
+    esp_accepted: int = 0
+    esp_bad_icv: int = 0
+    esp_replay: int = 0
+    esp_unknown_spi: int = 0
+    esp_malformed: int = 0
+    wake_ups: int = 0
+
+    def exchange(self, result: str) -> None:
+        self.exchanges[result] = self.exchanges.get(result, 0) + 1
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """What one key-management datagram did, for the daemon's log line and metrics."""
+    kind: str
+    result: str
+    reply: bytes | None
+    client: str | None = None
+    sa: ControllerSa | None = None
+
+
+@dataclass(frozen=True)
+class EspResult:
+    sa: ControllerSa | None
+    payload: bytes | None  # the inner UDP datagram, when delivered
+    wake_up: bytes | None  # send this to the sender's key-management address
+    dropped: str | None
+
+
+class KeyManagementServer:
+    def __init__(self, *, principal: str, realm: str, keys: KeyLookup,
+                 suites: tuple[esp.Suite, ...] = (esp.AES_GCM_16, esp.AES_CBC_SHA1,
+                                                  esp.DES3_CBC_SHA1),
+                 sa_lifetime_s: int = 3600, grace_s: int = 300, max_skew_s: int = 300,
+                 ack_required: bool = True,
+                 random: Callable[[int], bytes] = os.urandom) -> None:
+        self.principal = principal  # e.g. sigctl/sc1.lab.test
+        self.realm = realm
+        self.keys = keys
+        self.suites = suites
+        self.sa_lifetime_s = sa_lifetime_s
+        self.grace_s = grace_s
+        self.max_skew = timedelta(seconds=max_skew_s)
+        self.ack_required = ack_required
+        self.random = random
+        self.replay = ReplayCache(2 * self.max_skew)
+        self.lookaside = Lookaside(window_s=2 * max_skew_s)
+        self.sas: dict[int, ControllerSa] = {}  # by our inbound SPI
+        self.newest: dict[Address, ControllerSa] = {}  # by device address
+        self.stats = KmStats()
+        self._wake_up_sent: dict[str, float] = {}
+
+    # Key management ------------------------------------------------------------------
+
+    def receive_km(self, data: bytes, peer: Address, now: datetime, mono: float) -> Exchange:
+        try:
+            framed = pktc.decode(data)
+        except MalformedMessage as exc:
+            self.stats.exchange("malformed")
+            return Exchange("unknown", exc.status, None)
+        message = framed.message
+        if isinstance(message, pktc.ApRequestMsg):
+            key = Lookaside.key(data)
+            cached = self.lookaside.get(key, mono)
+            if cached is not None:
+                self.stats.exchange("retransmit")
+                return Exchange("ap_request", "RETRANSMIT", cached)
+            exchange = self._ap_request(framed, message, peer, now, mono)
+            if exchange.reply is not None:
+                self.lookaside.put(key, exchange.reply, mono)
+            self.stats.exchange(exchange.result)
+            return exchange
+        if isinstance(message, pktc.SecParamRecovered):
+            sa = self.newest.get(peer)
+            try:
+                if sa is None:
+                    raise MalformedMessage("NO_SA_FOR_PEER")
+                pktc.verify_hmac(framed, sa.hmac_key)
+            except KerberosError as exc:
+                self.stats.exchange("spr_" + exc.status.lower())
+                return Exchange("sec_param_recovered", exc.status, None)
+            sa.confirmed = True
+            return Exchange("sec_param_recovered", "OK", None, sa.client, sa)
+        # Wake Up, AP Reply, Rekey and Error Reply travel the other way: ignore.
+        self.stats.exchange("unexpected")
+        return Exchange(type(message).__name__, "UNEXPECTED", None)
+
+    def _error(self, exc: KerberosError, now: datetime) -> bytes:
+        return pktc.encode_error_reply(encode_krb_error(error_reply(
+            exc, realm=self.realm, sname=PrincipalName(2, tuple(self.principal.split("/"))),
+            now=now)))
+
+    def _ap_request(self, framed: pktc.Framed, message: pktc.ApRequestMsg, peer: Address,
+                    now: datetime, mono: float) -> Exchange:
+        binding = pktc.ap_request_binding(message.server_nonce, message.spi, message.suites,
+                                          message.reestablish)
+        try:
+            accepted = accept_ap_req(message.ap_req, keys=self.keys, now=now,
+                                     max_skew=self.max_skew, replay=self.replay,
+                                     binding=binding)
+            pktc.verify_hmac(framed, pktc.hmac_key(accepted.session_key))
+            suite = next((esp.SUITES[s] for s in message.suites
+                          if s in esp.SUITES and esp.SUITES[s] in self.suites), None)
+            if suite is None:
+                raise NoCommonSuite("NO_COMMON_CIPHERSUITE")
+            if message.spi < 256:
+                raise MalformedMessage("RESERVED_SPI", str(message.spi))
+        except KerberosError as exc:
+            return Exchange("ap_request", exc.status, self._error(exc, now))
+        sa, reply = self._new_sa(accepted, message, suite, peer, now, mono)
+        return Exchange("ap_request", "OK", reply, accepted.client, sa)
+
+    def _new_sa(self, accepted: Accepted, message: pktc.ApRequestMsg, suite: esp.Suite,
+                peer: Address, now: datetime, mono: float) -> tuple[ControllerSa, bytes]:
+        spi = self._free_spi()
+        subkey = Key.random(accepted.session_key.enctype, self.random)
+        to_us, to_device = esp.derive_sa_keys(subkey, suite, message.spi, spi)
+        ticket_left = int((accepted.ticket.endtime - now).total_seconds())
+        lifetime = max(1, min(self.sa_lifetime_s, ticket_left))
+        previous = self.newest.get(peer)
+        sa = ControllerSa(accepted.client, peer, esp.InboundSa(spi, suite, to_us),
+                          esp.OutboundSa(message.spi, suite, to_device, self.random),
+                          pktc.hmac_key(subkey), mono + lifetime, accepted.restriction)
+        self.sas[spi] = sa
+        self.newest[peer] = sa
+        if previous is not None and previous.client == sa.client:
+            # Packets already in flight on the old SA still arrive for a few seconds.
+            previous.expires = min(previous.expires, mono + 10)
+        reply = pktc.encode_ap_reply(build_ap_rep(accepted, subkey), spi, suite.pktc, lifetime,
+                                     min(self.grace_s, lifetime // 2), message.reestablish,
+                                     self.ack_required, sa.hmac_key)
+        return sa, reply
+
+    def _free_spi(self) -> int:
+        while True:
+            spi = secrets.randbelow(0xFFFFFF00) + 256
+            if spi not in self.sas:
+                return spi
+
+    # ESP -----------------------------------------------------------------------------
+
+    def receive_esp(self, packet: bytes, peer: Address, mono: float) -> EspResult:
+        try:
+            spi = esp.spi_of(packet)
+        except MalformedMessage as exc:
+            self.stats.esp_malformed += 1
+            return EspResult(None, None, None, exc.status)
+        sa = self.sas.get(spi)
+        if sa is None or sa.expires <= mono:
+            self.stats.esp_unknown_spi += 1
+            return EspResult(None, None, self._wake_up(peer, mono), "UNKNOWN_SPI")
+        try:
+            next_header, payload = sa.inbound.open(packet)
+        except esp.EspDropped as exc:
+            if exc.status == "ESP_REPLAY":
+                self.stats.esp_replay += 1
+            else:
+                self.stats.esp_bad_icv += 1
+            return EspResult(sa, None, None, exc.status)
+        except MalformedMessage as exc:
+            self.stats.esp_malformed += 1
+            return EspResult(sa, None, None, exc.status)
+        if next_header != esp.NEXT_HEADER_UDP:
+            self.stats.esp_malformed += 1
+            return EspResult(sa, None, None, "NOT_UDP")
+        self.stats.esp_accepted += 1
+        if sa.peer != peer:  # the device's address changed (NAT rebinding): follow it
+            sa.peer = peer
+        return EspResult(sa, payload, None, None)
+
+    def _wake_up(self, peer: Address, mono: float) -> bytes | None:
+        host = peer[0]
+        if mono - self._wake_up_sent.get(host, -10.0) < 1.0:
+            return None
+        self._wake_up_sent[host] = mono
+        if len(self._wake_up_sent) > 100_000:
+            self._wake_up_sent.clear()
+        self.stats.wake_ups += 1
+        return pktc.encode_wake_up(secrets.randbits(32), f"{self.principal}@{self.realm}")
+
+    def seal(self, sa: ControllerSa, inner: bytes) -> bytes:
+        return sa.outbound.seal(inner)
+
+    def expire(self, mono: float) -> int:
+        """Forget SAs whose lifetime is over; returns how many went."""
+        gone = [spi for spi, sa in self.sas.items() if sa.expires <= mono]
+        for spi in gone:
+            sa = self.sas.pop(spi)
+            if self.newest.get(sa.peer) is sa:
+                del self.newest[sa.peer]
+        return len(gone)

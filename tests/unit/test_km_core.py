@@ -1,0 +1,100 @@
+"""Key management end to end in memory: device core ↔ controller core, ESP both ways, the
+unknown-SPI Wake Up after a 'restart', retransmission, Error Replies and dropped ESP."""
+
+from datetime import UTC, datetime, timedelta
+
+from common import esp, pktc
+from common.crypto import Key
+from common.km_client import KeyManagementClient
+from common.km_server import KeyManagementServer
+from common.messages.restriction import DeviceRestriction, restriction_authorization_data
+from common.messages.types import PrincipalName
+from common.tickets import KeyEntry, issue_ticket
+
+REALM = "LAB.TEST"
+DEVICE = ("127.0.0.1", 40000)
+CNAME = PrincipalName(1, ("cta", "001a2b3c4d5e"))
+
+
+def setup(suites=esp.SUITES.values(), restriction=None):
+    now = datetime.now(UTC)
+    service_key = Key.random(18)
+    issued = issue_ticket(realm=REALM, cname=CNAME, crealm=REALM,
+                          sname=PrincipalName(2, ("sigctl", "sc1")),
+                          server_key=KeyEntry(1, service_key), session_enctype=18, flags=0,
+                          authtime=now.replace(microsecond=0),
+                          endtime=(now + timedelta(days=1)).replace(microsecond=0),
+                          authorization_data=restriction_authorization_data(restriction)
+                          if restriction else None)
+
+    def server():
+        return KeyManagementServer(principal="sigctl/sc1", realm=REALM,
+                                   keys=lambda *a: service_key)
+
+    client = KeyManagementClient(ticket=issued.ticket, session_key=issued.session_key,
+                                 cname=CNAME, crealm=REALM, suites=tuple(suites))
+    return now, server, client
+
+
+def test_exchange_echo_restart_wake_up():
+    now, make_server, client = setup()
+    server = make_server()
+    request = client.ap_request(now)
+    exchange = server.receive_km(request, DEVICE, now, 0.0)
+    assert exchange.result == "OK" and exchange.client == f"cta/001a2b3c4d5e@{REALM}"
+    assert server.receive_km(request, DEVICE, now, 0.1).reply == exchange.reply  # lookaside
+    event = client.receive(exchange.reply, 0.0)
+    assert event.kind == "sa" and event.sa.suite is esp.AES_GCM_16
+    assert server.receive_km(event.ack, DEVICE, now, 0.0).result == "OK"
+    assert exchange.sa.confirmed
+    inner = esp.udp_datagram(5060, 7, b"ping")
+    result = server.receive_esp(event.sa.outbound.seal(inner), DEVICE, 1.0)
+    assert result.payload == inner
+    back = server.seal(result.sa, esp.udp_datagram(7, 5060, b"ping"))
+    assert client.sa.inbound.open(back) == (17, esp.udp_datagram(7, 5060, b"ping"))
+    # Replayed and tampered packets are dropped and counted.
+    packet = event.sa.outbound.seal(inner)
+    server.receive_esp(packet, DEVICE, 1.0)
+    assert server.receive_esp(packet, DEVICE, 1.0).dropped == "ESP_REPLAY"
+    fresh = event.sa.outbound.seal(inner)
+    assert server.receive_esp(fresh[:-1] + bytes([fresh[-1] ^ 1]), DEVICE,
+                              1.0).dropped == "ESP_BAD_ICV"
+    assert (server.stats.esp_replay, server.stats.esp_bad_icv) == (1, 1)
+    # The controller restarts: ESP on the old SPI → Wake Up → AP exchange with the same ticket.
+    restarted = make_server()
+    result = restarted.receive_esp(event.sa.outbound.seal(inner), DEVICE, 5.0)
+    assert result.payload is None and result.wake_up is not None
+    wake = client.receive(result.wake_up, 5.0)
+    assert wake.kind == "wake_up" and wake.detail == f"sigctl/sc1@{REALM}"
+    again = restarted.receive_km(client.ap_request(now, server_nonce=wake.server_nonce,
+                                                   reestablish=True), DEVICE, now, 5.0)
+    assert client.receive(again.reply, 5.0).kind == "sa"
+    assert restarted.receive_esp(client.sa.outbound.seal(inner), DEVICE, 6.0).payload == inner
+    # Wake Ups are rate limited per address.
+    assert restarted.receive_esp(b"\x00\x00\x99\x99" + bytes(40), DEVICE, 6.0).wake_up
+    assert restarted.receive_esp(b"\x00\x00\x99\x98" + bytes(40), DEVICE, 6.5).wake_up is None
+
+
+def test_errors_and_suites():
+    now, make_server, client = setup(suites=(esp.DES3_CBC_SHA1,),
+                                     restriction=DeviceRestriction(1, ("611", "911")))
+    server = make_server()
+    exchange = server.receive_km(client.ap_request(now), DEVICE, now, 0.0)
+    assert exchange.sa.restriction.allowed_numbers == ("611", "911")
+    assert client.receive(exchange.reply, 0.0).sa.suite is esp.DES3_CBC_SHA1
+    assert server.receive_km(b"garbage", DEVICE, now, 0.0).reply is None
+    tampered = bytearray(client.ap_request(now))
+    tampered[-1] ^= 1
+    error = client.receive(server.receive_km(bytes(tampered), DEVICE, now, 0.0).reply, 0.0)
+    assert error.kind == "error" and error.error.error_code == 31  # BAD_INTEGRITY (HMAC)
+    late = server.receive_km(client.ap_request(now - timedelta(minutes=10)), DEVICE, now, 0.0)
+    assert client.receive(late.reply, 0.0).error.error_code == 37
+    first = client.ap_request(now)
+    server.receive_km(first, DEVICE, now, 0.0)
+    # The same authenticator in a different message (other SPI) is a replay: 34.
+    replayed = bytearray(first)
+    framed = pktc.decode(first).message
+    spi_at = 3 + len(framed.ap_req) + 4
+    replayed[spi_at:spi_at + 4] = (framed.spi + 1).to_bytes(4, "big")
+    reply = server.receive_km(bytes(replayed), DEVICE, now, 0.0).reply
+    assert client.receive(reply, 0.0).error.error_code in (34, 41)
