@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, load_pem_priv
 from common.certs import build_ca, issue_device_certificate, issue_device_signing_certificate
 from common.renewal import renewal_due
 from cta.agent import Agent, AgentError
+from cta.controller_link import ControllerAddress
 from cta.device import Device
 from cta.provider import take_ownership
 from telekey.files import write_private_key
@@ -185,6 +186,11 @@ def tgs(
                f"to {path}")
 
 
+def _controller_address(principal: str, address: str) -> ControllerAddress:
+    host, km_port, *esp = address.split(":")
+    return ControllerAddress(principal, host, int(km_port), int(esp[0]) if esp else 4500)
+
+
 @app.command()
 def run(
     directory: Annotated[Path, typer.Option("--dir", help="The device's directory.")],
@@ -199,10 +205,17 @@ def run(
         help="Seconds before a PKINIT ticket ends to renew it (RFC 4682: 900).")] = 900,
     tgs_grace: Annotated[int, typer.Option(
         help="Seconds before a TGS ticket ends to renew it (RFC 4682: 600).")] = 600,
+    controller: Annotated[str | None, typer.Option(
+        help="HOST:KM_PORT[:ESP_PORT] of the controller named by --service: set up an SA "
+             "(AP exchange) and keep it (ESP port default 4500).")] = None,
+    backup_controller: Annotated[list[str] | None, typer.Option(
+        help="PRINCIPAL=HOST:KM_PORT[:ESP_PORT] (repeatable), in failover order.")] = None,
+    keepalive: Annotated[float, typer.Option(help="Seconds between ESP echo probes.")] = 20.0,
     json_logs: Annotated[bool, typer.Option("--json/--console")] = True,
 ) -> None:
-    """The long-running agent: keeps the controller tickets fresh (renewal timers) and
-    answers the management port (status, renew, selfcert). SIGTERM stops it."""
+    """The long-running agent: keeps the controller tickets fresh (renewal timers), keeps an
+    SA with the controller, and answers the management port (status, renew, selfcert, echo).
+    SIGTERM stops it."""
     from common.log import configure
     from cta.daemon import AgentConfig
     from cta.daemon import run as run_daemon
@@ -210,7 +223,17 @@ def run(
 
     configure(json=json_logs)
     agent = _agent(directory, realm, kdc)
-    config = AgentConfig(service=service, backups=tuple(backup or ()), mode=mode,
+    controllers = []
+    if controller:
+        if not service:
+            raise typer.BadParameter("--controller needs --service (its principal)")
+        controllers.append(_controller_address(service, controller))
+    for item in backup_controller or ():
+        principal, _, address = item.partition("=")
+        controllers.append(_controller_address(principal, address))
+    backups = tuple(dict.fromkeys([*(backup or ()), *(c.principal for c in controllers[1:])]))
+    config = AgentConfig(service=service, backups=backups, mode=mode,
+                         controllers=tuple(controllers), keepalive_s=keepalive,
                          management_port=management_port,
                          pkinit_grace=timedelta(seconds=pkinit_grace),
                          tgs_grace=timedelta(seconds=tgs_grace))

@@ -22,6 +22,7 @@ import base64
 import binascii
 import json
 import signal
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -30,6 +31,7 @@ from common.ccache import Credential
 from common.errors import KerberosError
 from common.log import get_logger
 from cta.agent import Agent, AgentError
+from cta.controller_link import ControllerAddress, ControllerLink
 
 log = get_logger("cta")
 MAX_LINE = 64 * 1024
@@ -44,6 +46,8 @@ class AgentConfig:
     management_port: int = 0
     pkinit_grace: timedelta = timedelta(minutes=15)
     tgs_grace: timedelta = timedelta(minutes=10)
+    controllers: tuple[ControllerAddress, ...] = ()  # primary first, then backups
+    keepalive_s: float = 20.0
 
 
 @dataclass
@@ -65,6 +69,8 @@ class AgentDaemon:
         self.agent = agent
         self.config = config
         self.wake = asyncio.Event()
+        self.first_round = asyncio.Event()
+        self.link: ControllerLink | None = None
         self.lock = asyncio.Lock()  # one token/KDC operation at a time
         if config.backups:
             self.wanted = [Wanted(None, False)]
@@ -140,6 +146,7 @@ class AgentDaemon:
             for wanted in self.wanted:
                 if wanted.renew_at is None or wanted.renew_at <= now:
                     await self.obtain(wanted)
+            self.first_round.set()
             next_at = min(w.renew_at or now for w in self.wanted)
             delay = max(0.0, (next_at - datetime.now(UTC)).total_seconds())
             self.wake.clear()
@@ -147,6 +154,17 @@ class AgentDaemon:
                 await asyncio.wait_for(self.wake.wait(), timeout=min(delay, 3600.0))
             except TimeoutError:
                 pass
+
+    async def refresh(self) -> None:
+        """Renew every ticket now (the controller said ours expired, or we hold none)."""
+        for wanted in self.wanted:
+            await self.obtain(wanted)
+
+    def ticket_for(self, principal: str) -> Credential | None:
+        for credential in self.agent.credentials():
+            if "/".join(credential.server.components) == principal:
+                return credential
+        return None
 
     def renew_all(self) -> None:
         for wanted in self.wanted:
@@ -167,7 +185,8 @@ class AgentDaemon:
                 "last_error": wanted.last_error})
         return {"principal": f"{self.agent.device.principal}@{self.agent.realm}",
                 "certificate": self.certificate(),
-                "clock_offset_s": self.agent.offset.total_seconds(), "tickets": tickets}
+                "clock_offset_s": self.agent.offset.total_seconds(), "tickets": tickets,
+                "link": self.link.status() if self.link else None}
 
     async def handle(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message.get("op")
@@ -193,6 +212,16 @@ class AgentDaemon:
                     "network_id": profile.network_id,
                     "not_before": profile.not_before.isoformat(),
                     "not_after": profile.not_after.isoformat()}
+        if op == "echo":
+            if self.link is None:
+                return {"ok": False, "error": "no controller configured"}
+            started = time.perf_counter()
+            try:
+                reply = await self.link.echo(str(message.get("data", "")).encode())
+            except (TimeoutError, ConnectionError) as exc:
+                return {"ok": False, "error": f"echo failed: {exc}"}
+            return {"ok": True, "reply": reply.decode(errors="replace"),
+                    "rtt_ms": round((time.perf_counter() - started) * 1000, 2)}
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     async def management(self, reader: asyncio.StreamReader,
@@ -235,6 +264,11 @@ async def run(agent: Agent, config: AgentConfig) -> None:
     log.info("listening", management_port=port, principal=agent.device.principal,
              realm=agent.realm, kdc=agent.kdc)
     tickets = asyncio.create_task(daemon.keep_tickets())
+    if config.controllers:
+        await daemon.first_round.wait()
+        daemon.link = ControllerLink(list(config.controllers), daemon.ticket_for,
+                                     daemon.refresh, keepalive_s=config.keepalive_s)
+        await daemon.link.start()
     await stop.wait()
     tickets.cancel()
     server.close()

@@ -1,20 +1,40 @@
-"""`telekey sigctl ...` subcommands. The service itself is built under issue #5."""
+"""`telekey sigctl run`: the signaling controller."""
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
-HELP = (
-    "Signaling controller: AP-REQ/AP-REP key management, ESP-protected signaling."
-    " (Not built yet: issue #5.)"
-)
+from sigctl.settings import SigctlSettings
+
+HELP = "Signaling controller: AP-REQ/AP-REP key management, ESP-protected signaling."
 app = typer.Typer(help=HELP, no_args_is_help=True)
 
 
 @app.callback()
 def main() -> None:
-    """Keep `status` a named subcommand (typer collapses single-command apps)."""
+    """The signaling controller."""
+
+
+@app.command()
+def run(config: Annotated[Path, typer.Option(exists=True, help="TOML settings file.")]) -> None:
+    """Serve key management (UDP, PacketCable framing) and ESP until SIGTERM."""
+    from common.log import configure
+    from sigctl.server import serve
+    from telekey.runtime import run as run_loop
+
+    try:
+        settings = SigctlSettings.from_toml(config)
+    except (ValidationError, ValueError) as exc:
+        typer.echo(f"invalid settings in {config}:\n{exc}", err=True)
+        raise typer.Exit(2) from exc
+    configure(json=settings.log_json)
+    run_loop(serve(settings))
 
 
 @app.command()
 def status() -> None:
-    """Say what of this service exists in this build."""
-    typer.echo("sigctl: not built yet (issue #5); common/ provides its codecs and crypto.")
+    """Say what this service provides."""
+    typer.echo("sigctl: key management on UDP (PacketCable framing), ESP in UDP, echo on "
+               "inner port 7; run with `telekey sigctl run --config sigctl.toml`.")

@@ -1,0 +1,229 @@
+"""The device's link to its signaling controller: key management over UDP and signaling over
+ESP in UDP, one socket for both (the controller answers key management from its km port and
+ESP from its ESP port, which is how the two are told apart).
+
+- An AP exchange with the controller ticket held in the ccache sets up the SA, at start and
+  whenever needed. AP Requests are retransmitted after 1 s, doubling, up to 5 times when the
+  device started the exchange, from 0.5 s when a Wake Up or Rekey did (RFC 4682 defaults).
+- The SA is renewed by a new AP exchange `grace` seconds before its lifetime ends.
+- A Wake Up (the controller lost our SA, e.g. it restarted) or a verified Rekey starts a new
+  AP exchange echoing the server nonce, with the same ticket: no PKINIT.
+- `echo` sends a datagram to the controller's echo service through ESP and waits for it;
+  three unanswered tries also mean the SA is gone, and the link re-establishes it.
+- With backup controllers, a controller that does not answer the AP exchange is given up for
+  the next one (its ticket from the ccache, obtained by TGS).
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from common import esp
+from common.ccache import Credential
+from common.crypto import Key
+from common.errors import KerberosError
+from common.km_client import ClientSa, KeyManagementClient
+from common.log import get_logger
+from common.messages.ticket import decode_ticket
+from common.messages.types import PrincipalName
+
+log = get_logger("cta")
+ECHO_PORT = 7
+LOCAL_PORT = 5060
+
+
+@dataclass(frozen=True)
+class ControllerAddress:
+    principal: str  # e.g. sigctl/sc1.lab.test
+    host: str
+    km_port: int
+    esp_port: int
+
+
+class ControllerLink(asyncio.DatagramProtocol):
+    def __init__(self, controllers: list[ControllerAddress],
+                 ticket_for: Callable[[str], Credential | None],
+                 renew: Callable[[], Awaitable[None]], *, keepalive_s: float = 20.0) -> None:
+        self.controllers = controllers
+        self.current = 0
+        self.ticket_for = ticket_for
+        self.renew = renew
+        self.keepalive_s = keepalive_s
+        self.transport: Any = None
+        self.client: KeyManagementClient | None = None
+        self.sa: ClientSa | None = None
+        self.sa_ready = asyncio.Event()
+        self._reply: asyncio.Future[bytes] | None = None
+        self._establishing: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.exchanges = 0
+        self.handlers: dict[int, Callable[[int, bytes], None]] = {}
+
+    @property
+    def controller(self) -> ControllerAddress:
+        return self.controllers[self.current]
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
+        self.establish()
+        self._spawn(self._keepalive())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+
+    # The AP exchange -----------------------------------------------------------------
+
+    def establish(self, server_nonce: int = 0, reestablish: bool = False,
+                  solicited: bool = True) -> None:
+        """Start an AP exchange unless one is running."""
+        if self._establishing is not None and not self._establishing.done():
+            return
+        self.sa_ready.clear()
+        self._establishing = asyncio.ensure_future(
+            self._exchange(server_nonce, reestablish, 1.0 if solicited else 0.5))
+
+    async def _exchange(self, server_nonce: int, reestablish: bool, timeout: float) -> None:
+        while True:
+            controller = self.controller
+            credential = self.ticket_for(controller.principal)
+            if credential is None or credential.endtime <= time.time():
+                await self.renew()
+                credential = self.ticket_for(controller.principal)
+                if credential is None:
+                    log.warning("no_controller_ticket", controller=controller.principal)
+                    await asyncio.sleep(5)
+                    continue
+            client = KeyManagementClient(
+                ticket=decode_ticket(credential.ticket),
+                session_key=Key(credential.enctype, credential.key),
+                cname=PrincipalName(credential.client.name_type, credential.client.components),
+                crealm=credential.client.realm)
+            self.client = client
+            started = time.perf_counter()
+            data = client.ap_request(datetime.now(UTC), server_nonce=server_nonce,
+                                     reestablish=reestablish)
+            wait = timeout
+            for _ in range(6):  # the first try and 5 retransmissions
+                self.transport.sendto(data, (controller.host, controller.km_port))
+                try:
+                    await asyncio.wait_for(self.sa_ready.wait(), wait)
+                    self.exchanges += 1
+                    assert self.sa is not None
+                    log.info("sa_established", controller=controller.principal,
+                             spi_in=f"0x{self.sa.inbound.spi:08x}",
+                             spi_out=f"0x{self.sa.outbound.spi:08x}",
+                             suite=self.sa.suite.name, lifetime_s=self.sa.lifetime_s,
+                             reestablish=reestablish,
+                             ms=round((time.perf_counter() - started) * 1000, 1))
+                    self._spawn(self._rekey_timer(self.sa))
+                    return
+                except TimeoutError:
+                    wait *= 2
+            log.warning("controller_unanswered", controller=controller.principal)
+            if len(self.controllers) > 1:
+                self.current = (self.current + 1) % len(self.controllers)
+                server_nonce, reestablish = 0, True
+                log.info("failover", controller=self.controller.principal)
+
+    async def _rekey_timer(self, sa: ClientSa) -> None:
+        await asyncio.sleep(max(0.0, sa.rekey_at() - time.monotonic()))
+        if self.sa is sa:
+            self.establish()
+
+    # Datagrams -----------------------------------------------------------------------
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        controller = self.controller
+        try:
+            if addr[1] == controller.esp_port:
+                self._esp(data)
+            elif addr[1] == controller.km_port:
+                self._km(data)
+        except (KerberosError, esp.EspDropped) as exc:
+            log.info("dropped", peer=f"{addr[0]}:{addr[1]}", reason=exc.status)
+        except Exception:  # our bug: log it, keep the agent running
+            log.exception("internal_error", peer=f"{addr[0]}:{addr[1]}")
+
+    def _km(self, data: bytes) -> None:
+        if self.client is None:
+            return
+        event = self.client.receive(data, time.monotonic())
+        if event.kind == "sa" and event.sa is not None:
+            self.sa = event.sa
+            if event.ack is not None:
+                self.transport.sendto(event.ack, (self.controller.host,
+                                                  self.controller.km_port))
+            self.sa_ready.set()
+        elif event.kind in ("wake_up", "rekey"):
+            log.info(event.kind, controller=self.controller.principal)
+            self.sa = None
+            self.establish(event.server_nonce, reestablish=event.kind == "wake_up",
+                           solicited=False)
+        elif event.kind == "error" and event.error is not None:
+            log.warning("error_reply", code=event.error.error_code, e_text=event.error.e_text)
+            if event.error.error_code in (32, 33):  # ticket expired / not yet valid
+                self._spawn(self.renew())
+
+    def _esp(self, packet: bytes) -> None:
+        sa = self.sa
+        if sa is None:
+            return
+        next_header, datagram = sa.inbound.open(packet)
+        source, destination, payload = esp.parse_udp_datagram(datagram)
+        if source == ECHO_PORT and self._reply is not None and not self._reply.done():
+            self._reply.set_result(payload)
+        elif (handler := self.handlers.get(destination)) is not None:
+            handler(source, payload)
+
+    def send(self, source_port: int, destination_port: int, payload: bytes) -> None:
+        if self.sa is None:
+            raise ConnectionError("no SA with the controller")
+        packet = self.sa.outbound.seal(esp.udp_datagram(source_port, destination_port, payload))
+        self.transport.sendto(packet, (self.controller.host, self.controller.esp_port))
+
+    # Echo and liveness ---------------------------------------------------------------
+
+    async def echo(self, payload: bytes, tries: int = 3, timeout: float = 1.0) -> bytes:
+        """Send `payload` to the controller's echo service through ESP; re-establish the SA
+        after `tries` unanswered sends and try once more on the new one."""
+        for round_ in range(2):
+            await asyncio.wait_for(self.sa_ready.wait(), 30)
+            for _ in range(tries):
+                self._reply = asyncio.get_running_loop().create_future()
+                self.send(LOCAL_PORT, ECHO_PORT, payload)
+                try:
+                    return await asyncio.wait_for(self._reply, timeout)
+                except TimeoutError:
+                    continue
+            if round_ == 0:
+                log.info("controller_silent", controller=self.controller.principal)
+                self.sa = None
+                self.establish(reestablish=True)
+        raise TimeoutError("the controller does not answer")
+
+    async def _keepalive(self) -> None:
+        while True:
+            await asyncio.sleep(self.keepalive_s)
+            if self.sa_ready.is_set():
+                try:
+                    await self.echo(b"keepalive")
+                except (TimeoutError, ConnectionError):
+                    pass
+
+    def status(self) -> dict[str, Any]:
+        sa = self.sa
+        return {"controller": self.controller.principal, "exchanges": self.exchanges,
+                "sa": None if sa is None else {
+                    "spi_in": f"0x{sa.inbound.spi:08x}", "spi_out": f"0x{sa.outbound.spi:08x}",
+                    "suite": sa.suite.name, "lifetime_s": sa.lifetime_s,
+                    "age_s": round(time.monotonic() - sa.established, 1),
+                    "rekey_in_s": round(sa.rekey_at() - time.monotonic(), 1)}}

@@ -1,0 +1,13 @@
+"""Prometheus metrics of the signaling controller."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+registry = CollectorRegistry()
+exchanges = Counter("telekey_sigctl_exchanges", "Key-management messages by kind and result",
+                    ["kind", "result"], registry=registry)
+esp_packets = Counter("telekey_sigctl_esp_packets", "ESP packets received, by outcome "
+                      "(accepted, ESP_BAD_ICV, ESP_REPLAY, UNKNOWN_SPI, malformed ...)",
+                      ["result"], registry=registry)
+wake_ups = Counter("telekey_sigctl_wake_ups", "Wake Up messages sent", registry=registry)
+security_associations = Gauge("telekey_sigctl_security_associations", "Live SAs",
+                              registry=registry)

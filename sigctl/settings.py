@@ -1,0 +1,33 @@
+"""Signaling controller settings: one frozen pydantic-settings class (env prefix SIGCTL_),
+loadable from TOML (a [sigctl] table)."""
+
+import tomllib
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SigctlSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SIGCTL_", frozen=True, extra="forbid")
+
+    realm: str
+    principal: str  # the controller's service principal, e.g. sigctl/sc1.lab.test
+    keytab_file: Path  # MIT keytab (telekey principal ktadd, or MIT kadmin ktadd)
+    listen_host: str = "127.0.0.1"
+    km_port: int = 1293  # PacketCable key management; 0 = any free port (tests)
+    esp_port: int = 4500  # ESP in UDP (RFC 3948); 0 = any free port
+    suites: list[str] = ["AES-GCM-16", "AES-CBC/HMAC-SHA1-96", "3DES-CBC/HMAC-SHA1-96"]
+    sa_lifetime_s: int = 3600
+    grace_s: int = 300
+    max_skew_s: int = 300
+    ack_required: bool = True
+    metrics_port: int | None = None
+    # Labs and tests only, like SSLKEYLOGFILE: append each SA's keys as Wireshark esp_sa
+    # records so a capture can be decrypted. Never set in production.
+    esp_keylog_file: Path | None = None
+    log_json: bool = True
+
+    @classmethod
+    def from_toml(cls, path: Path) -> "SigctlSettings":
+        data = tomllib.loads(path.read_text())
+        return cls(**data.get("sigctl", data))
