@@ -9,7 +9,8 @@ costs each device one AP exchange (it learns of the restart from a Wake Up or si
   first of the device's suites we support; a new random sub-key in the session key's enctype;
   SA keys from it (common/esp.py); answer AP Reply. A Kerberos failure is answered with an
   Error Reply carrying the KRB-ERROR; bytes that are not a key-management message are dropped.
-  A retransmitted AP Request (same bytes) gets the same AP Reply (lookaside).
+  A retransmitted AP Request (same bytes, same address) gets the same AP Reply (lookaside);
+  the same bytes from another address are a replay (KRB_AP_ERR_REPEAT).
 - Security Parameter Recovered → confirms the newest SA of that address.
 - ESP for an unknown SPI → Wake Up to the sender (at most one per address per second); a bad
   ICV or a replay is dropped and counted.
@@ -117,7 +118,9 @@ class KeyManagementServer:
             return Exchange("unknown", exc.status, None)
         message = framed.message
         if isinstance(message, pktc.ApRequestMsg):
-            key = Lookaside.key(data)
+            # A retransmission comes from the same address; the same bytes from elsewhere
+            # are a replay and meet the replay cache (KRB_AP_ERR_REPEAT).
+            key = Lookaside.key(f"{peer[0]}:{peer[1]}|".encode() + data)
             cached = self.lookaside.get(key, mono)
             if cached is not None:
                 self.stats.exchange("retransmit")

@@ -100,3 +100,41 @@ def wait_for(predicate, timeout: float = 60.0):
 
 def events(process: ServiceProcess, name: str) -> list[dict]:
     return [e for e in process.log_events() if e.get("event") == name]
+
+
+class Capture:
+    """tshark capturing the given UDP ports on loopback into `path` (started when the
+    constructor returns, stopped by `stop`)."""
+
+    def __init__(self, path: Path, ports: list[int]) -> None:
+        self.path = path
+        self.process = subprocess.Popen(
+            ["tshark", "-i", "lo", "-w", str(path), "-f",
+             " or ".join(f"udp port {p}" for p in ports)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert self.process.stderr is not None
+        for line in self.process.stderr:
+            if "Capturing on" in line:
+                return
+        raise RuntimeError("tshark did not start capturing")
+
+    def stop(self) -> None:
+        time.sleep(0.5)  # let the last packets reach the file
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+def decode_capture(capture: Path, *, pktc_port: int, esp_port: int, keytab: Path,
+                   esp_sa: Path) -> str:
+    """`tshark -V` of a capture with the key-management port as pktc, ESP in UDP, the
+    controller keytab and the SA keys (Wireshark esp_sa records)."""
+    uat = []
+    for line in esp_sa.read_text().splitlines():
+        uat += ["-o", f"uat:esp_sa:{line}"]
+    out = subprocess.run(
+        ["tshark", "-r", str(capture), "-d", f"udp.port=={pktc_port},pktc", "-d",
+         f"udp.port=={esp_port},udpencap", "-o", "kerberos.decrypt:TRUE", "-o",
+         f"kerberos.file:{keytab}", "-o", "esp.enable_encryption_decode:TRUE", "-o",
+         "esp.enable_authentication_check:TRUE", *uat, "-V"],
+        capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout
