@@ -52,7 +52,7 @@ def _tickets(agent, at_least: int = 1) -> list[dict] | None:
 
 
 @pytest.fixture
-def short_kdc(lab):
+def short_kdc(lab):  # noqa: F811 (the fixture imported above)
     """The lab's KDC restarted with 30-second controller and TGT lifetimes."""
     tmp_path, kdc = lab
     kdc.stop()

@@ -16,7 +16,10 @@ DEVICE = ("127.0.0.1", 40000)
 CNAME = PrincipalName(1, ("cta", "001a2b3c4d5e"))
 
 
-def setup(suites=esp.SUITES.values(), restriction=None):
+ALL_SUITES = tuple(esp.SUITES.values())
+
+
+def setup(suites=ALL_SUITES, restriction=None):
     now = datetime.now(UTC)
     service_key = Key.random(18)
     issued = issue_ticket(realm=REALM, cname=CNAME, crealm=REALM,
