@@ -17,7 +17,8 @@ def aes_encrypt_block(key: bytes, block: bytes) -> bytes:
     return encryptor.update(block) + encryptor.finalize()
 
 
-def _cbc_encrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
+def cbc_encrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
+    """Plain AES-CBC of whole blocks."""
     encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
     return encryptor.update(data) + encryptor.finalize()
 
@@ -37,10 +38,10 @@ def cts_encrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
     if len(data) < BLOCK:
         raise ValueError("CBC-CTS needs at least one block of input")
     if len(data) == BLOCK:
-        return _cbc_encrypt(key, iv, data)
+        return cbc_encrypt(key, iv, data)
     tail = len(data) % BLOCK or BLOCK
     padded = data + bytes(BLOCK - tail)
-    cbc = _cbc_encrypt(key, iv, padded)
+    cbc = cbc_encrypt(key, iv, padded)
     head, penultimate, last = cbc[: -2 * BLOCK], cbc[-2 * BLOCK : -BLOCK], cbc[-BLOCK:]
     return head + last + penultimate[:tail]
 

@@ -39,6 +39,9 @@ def profile_for_cksumtype(cksumtype: int) -> EncTypeProfile:
         raise ChecksumTypeNotSupported("SUMTYPE_NOSUPP", f"cksumtype {cksumtype}") from None
 
 
+_PRF_SLOT = (-1, 0)  # where Key keeps DK(key, "prf") among its usage keys
+
+
 class Key:
     """A Kerberos protocol key (RFC 4120 EncryptionKey) with its usage keys cached.
 
@@ -117,8 +120,16 @@ class Key:
             raise ModifiedError("BAD_CHECKSUM")
 
     def prf(self, data: bytes) -> bytes:
-        """The enctype's PRF (RFC 3961 §3, RFC 3962 §6, RFC 8009 §5)."""
-        return self.profile.prf(self.data, data)
+        """The enctype's PRF (RFC 3961 §3, RFC 3962 §6, RFC 8009 §5); a PRF that runs on a
+        derived key (RFC 3962's DK(key, "prf")) derives it once per Key."""
+        prf_key = getattr(self.profile, "prf_key", None)
+        if prf_key is None:
+            return self.profile.prf(self.data, data)
+        derived = self._usage_keys.get(_PRF_SLOT)
+        if derived is None:
+            derived = self._usage_keys[_PRF_SLOT] = prf_key(self.data)
+        result: bytes = self.profile.prf_with(derived, data)  # type: ignore[attr-defined]
+        return result
 
     def prf_plus(self, data: bytes, nbytes: int) -> bytes:
         """RFC 6113 §5.1 PRF+: PRF(key, 1|data) | PRF(key, 2|data) | ... truncated."""

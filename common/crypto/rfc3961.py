@@ -1,6 +1,7 @@
 """RFC 3961 building blocks: n-fold (§5.1), DR/DK (§5.1) and the enctype profile interface that
 the simplified profile (§5.3) and RFC 8009 implement."""
 
+import functools
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from collections.abc import Callable
 KC, KE, KI = 0x99, 0xAA, 0x55
 
 
+@functools.lru_cache(maxsize=4096)
 def nfold(data: bytes, nbytes: int) -> bytes:
     """RFC 3961 §5.1 n-fold: stretch or shrink `data` to `nbytes` bytes.
 
@@ -49,6 +51,15 @@ def derive_random(encrypt_block: Callable[[bytes], bytes], constant: bytes, nbyt
         block = encrypt_block(block)
         out += block
     return out[:nbytes]
+
+
+def derive_random_cbc(cbc_encrypt_zero_iv: Callable[[bytes], bytes], constant: bytes,
+                      nbytes: int, blocksize: int) -> bytes:
+    """DR with one cipher call: E(c), E(E(c)), ... is the CBC encryption (IV 0) of c followed
+    by zero blocks, since each zero block is XORed with the previous output."""
+    block = constant if len(constant) == blocksize else nfold(constant, blocksize)
+    blocks = -(-nbytes // blocksize)
+    return cbc_encrypt_zero_iv(block + bytes(blocksize * (blocks - 1)))[:nbytes]
 
 
 def usage_constant(usage: int, kind: int) -> bytes:

@@ -1,0 +1,121 @@
+"""Controller CPU per AP exchange: telekey's `sigctl` vs a UDP responder on MIT's libkrb5
+(`krb5_rd_req` + `krb5_mk_rep` with an acceptor sub-key, replay cache on), same keytab, same
+tickets, same run. Each exchange is a fresh AP-REQ (new authenticator) for a ticket made with
+the controller's key; ours arrives in its PacketCable AP Request (checksum, HMAC, SA set-up
+included), MIT's bare. CPU comes from /proc/PID/task/*/schedstat around the batch.
+Last line: `ap_us_per_exchange=X mit_us=Y ratio=Z`.
+
+    .venv/bin/python bench/ap_exchange.py [--exchanges 3000] [--window 8]
+"""
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from common.ap_exchange import build_ap_req  # noqa: E402
+from common.crypto import Key  # noqa: E402
+from common.keytab import KeytabEntry, encode_keytab  # noqa: E402
+from common.km_client import KeyManagementClient  # noqa: E402
+from common.messages.types import PrincipalName  # noqa: E402
+from common.tickets import KeyEntry, issue_ticket  # noqa: E402
+from telekey.mit_realm import free_port  # noqa: E402
+from telekey.service_process import start_service  # noqa: E402
+
+REALM = "BENCH.TEST"
+SERVICE = ("sigctl", "sc1.bench.test")
+
+
+def cpu_seconds(pid: int) -> float:
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        total += int((task / "schedstat").read_text().split()[0])
+    return total / 1e9
+
+
+def drive(port: int, requests: list[bytes], window: int) -> float:
+    """Send with up to `window` outstanding; return seconds of wall time."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(5)
+        started = time.perf_counter()
+        sent = received = 0
+        while received < len(requests):
+            while sent < len(requests) and sent - received < window:
+                sock.sendto(requests[sent], ("127.0.0.1", port))
+                sent += 1
+            sock.recv(65536)
+            received += 1
+        return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--exchanges", type=int, default=3000)
+    parser.add_argument("--window", type=int, default=8)
+    args = parser.parse_args()
+    n = args.exchanges
+    service_key = Key.random(18)
+    now = datetime.now(UTC)
+    cname = PrincipalName(1, ("cta", "001a2b3c4d5e"))
+    issued = issue_ticket(realm=REALM, cname=cname, crealm=REALM,
+                          sname=PrincipalName(2, SERVICE),
+                          server_key=KeyEntry(1, service_key), session_enctype=18, flags=0,
+                          authtime=now.replace(microsecond=0),
+                          endtime=(now + timedelta(hours=10)).replace(microsecond=0))
+    ours_requests = [KeyManagementClient(ticket=issued.ticket, session_key=issued.session_key,
+                                         cname=cname, crealm=REALM).ap_request(now)
+                     for _ in range(n)]
+    mit_requests = [build_ap_req(ticket=issued.ticket, session_key=issued.session_key,
+                                 cname=cname, crealm=REALM, now=now).data for _ in range(n)]
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Path(tmp)
+        keytab = base / "sc1.keytab"
+        keytab.write_bytes(encode_keytab([KeytabEntry(REALM, SERVICE, 2, int(time.time()), 1,
+                                                      18, service_key.data)]))
+        (base / "krb5.conf").write_text(f"[libdefaults]\n default_realm = {REALM}\n")
+        (base / "rcache").mkdir()
+        env = {**os.environ, "KRB5_CONFIG": str(base / "krb5.conf"),
+               "KRB5RCACHEDIR": str(base / "rcache")}
+        mit = subprocess.Popen([sys.executable, str(ROOT / "bench" / "mit_ap_responder.py"),
+                                str(keytab)], stdout=subprocess.PIPE, text=True, env=env)
+        assert mit.stdout is not None
+        mit_port = int(mit.stdout.readline().split()[1])
+        km_port = free_port()
+        config = base / "sigctl.toml"
+        config.write_text(f'[sigctl]\nrealm = "{REALM}"\nprincipal = "{"/".join(SERVICE)}"\n'
+                          f'keytab_file = "{keytab}"\nkm_port = {km_port}\nesp_port = 0\n'
+                          "ack_required = false\n")
+        ours = start_service(["sigctl", "run", "--config", str(config)], base / "sigctl.log")
+        try:
+            drive(km_port, ours_requests[:50], 1)  # warm-up, not counted
+            drive(mit_port, mit_requests[:50], 1)
+            before = cpu_seconds(ours.process.pid)
+            wall_ours = drive(km_port, ours_requests[50:], args.window)
+            ours_us = (cpu_seconds(ours.process.pid) - before) * 1e6 / (n - 50)
+            before = cpu_seconds(mit.pid)
+            wall_mit = drive(mit_port, mit_requests[50:], args.window)
+            mit_us = (cpu_seconds(mit.pid) - before) * 1e6 / (n - 50)
+            ok = sum(1 for e in ours.log_events() if e.get("result") == "OK")
+        finally:
+            ours.stop()
+            mit.kill()
+            mit.wait()
+    print(f"AP exchanges: {n - 50} per server after 50 warm-up, window {args.window}; "
+          f"telekey accepted {ok}")
+    print(f"  telekey sigctl : {ours_us:8.1f} us CPU/exchange, {1e6 / ours_us:8.0f}/s/core "
+          f"(wall {(n - 50) / wall_ours:.0f}/s)")
+    print(f"  MIT libkrb5    : {mit_us:8.1f} us CPU/exchange, {1e6 / mit_us:8.0f}/s/core "
+          f"(wall {(n - 50) / wall_mit:.0f}/s; Python UDP loop calling krb5_rd_req+mk_rep)")
+    print(f"ap_us_per_exchange={ours_us:.1f} mit_us={mit_us:.1f} ratio={ours_us / mit_us:.2f}")
+
+
+if __name__ == "__main__":
+    main()
