@@ -6,12 +6,12 @@ with its self-issued certificate, and bad input gets an error without stopping t
 import base64
 import json
 import socket
-import time
 
 import pytest
 
 from telekey.kdc_process import start_kdc, telekey_cmd, write_kdc_config
 from telekey.service_process import start_service
+from tests.e2e.sigctl_lab import wait_for
 from tests.e2e.test_cta_device import MAC, REALM, _request, _token_objects, cli, lab  # noqa: F401
 
 pytestmark = pytest.mark.e2e
@@ -34,15 +34,6 @@ class Management:
     def close(self) -> None:
         self.file.close()
         self.sock.close()
-
-
-def _wait_for(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if (value := predicate()):
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not reached")
 
 
 def _tickets(agent, at_least: int = 1) -> list[dict] | None:
@@ -81,7 +72,7 @@ def test_renewal_timers_and_management_port(short_kdc):
     try:
         port = int(agent.listening["management_port"])
         # 30 s tickets renewed 25 s before they end: a fresh PKINIT about every 5 s.
-        renewals = _wait_for(lambda: _tickets(agent, 3))
+        renewals = wait_for(lambda: _tickets(agent, 3))
         assert all(t["method"] == "DH" and t["service"] == f"{SERVICE}@{REALM}"
                    for t in renewals)
         manage = Management(port)
@@ -114,14 +105,14 @@ def test_selfcert_over_management_port_then_login_with_it(short_kdc):
                 "--pki-dir", str(tmp_path / "pki"), "--out-dir", str(tmp_path / "prov"))
     agent = _start_agent(tmp_path, kdc, "--service", SERVICE, "--pkinit-grace", "5")
     try:
-        count = len(_wait_for(lambda: _tickets(agent)))
+        count = len(wait_for(lambda: _tickets(agent)))
         manage = Management(int(agent.listening["management_port"]))
         request = base64.b64encode(_request(tmp_path, "req1").read_bytes()).decode()
         reply = manage(op="selfcert", request=request)
         assert reply["ok"] and reply["device_id"] == MAC and reply["network_id"] == REALM
         # The agent logs in again at once, now with the self-issued certificate.
         assert manage(op="status")["certificate"] == "self-issued"
-        latest = _wait_for(lambda: _tickets(agent, count + 1))[-1]
+        latest = wait_for(lambda: _tickets(agent, count + 1))[-1]
         assert latest["certificate"] == "self-issued" and latest["method"] == "DH"
         objects = _token_objects(device)
         replay = manage(op="selfcert", request=request)
@@ -138,7 +129,7 @@ def test_backups_mean_tgt_by_pkinit_and_controllers_by_tgs(short_kdc):
     agent = _start_agent(tmp_path, kdc, "--service", SERVICE, "--backup",
                          "sigctl/sc2.lab.test")
     try:
-        got = _wait_for(lambda: _tickets(agent, 6))
+        got = wait_for(lambda: _tickets(agent, 6))
     finally:
         agent.stop()
     by_service: dict[str, set[str]] = {}
