@@ -121,6 +121,9 @@ def test_mit_kvno_gets_backup_controller_ticket_through_tgs(kdc, tmp_path):
 
 
 def _bare_as_req(sname: str = f"krbtgt/{REALM}") -> bytes:
+    """A new AS-REQ without pre-authentication (random nonce, as clients send: the same bytes
+    twice would be a retransmission, answered from the lookaside cache)."""
+    import secrets
     from datetime import UTC, datetime, timedelta
 
     from common.codes import NameType
@@ -130,7 +133,7 @@ def _bare_as_req(sname: str = f"krbtgt/{REALM}") -> bytes:
     body = KdcReqBody(0x50000000, PrincipalName(NameType.NT_PRINCIPAL, ("phone1",)), REALM,
                       PrincipalName(NameType.NT_SRV_INST, tuple(sname.split("/"))), None,
                       datetime.now(UTC).replace(microsecond=0) + timedelta(hours=8), None,
-                      12345, (18, 17), None, None, None)
+                      secrets.randbits(31), (18, 17), None, None, None)
     return encode_as_req(KdcReq(5, 10, None, body))
 
 
