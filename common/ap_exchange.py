@@ -127,9 +127,13 @@ class Accepted:
 
 
 def accept_ap_req(data: bytes, *, keys: KeyLookup, now: datetime, max_skew: timedelta,
-                  replay: ReplayCache | None, binding: bytes | None = None) -> Accepted:
+                  replay: ReplayCache | None, binding: bytes | None = None,
+                  usage_auth: int = KeyUsage.AP_REQ_AUTH,
+                  usage_cksum: int = KeyUsage.AP_REQ_AUTH_CKSUM,
+                  require_checksum: bool = False) -> Accepted:
     """Verify an AP-REQ (see the module text); `binding` is what a keyed authenticator
-    checksum must cover (key usage 10)."""
+    checksum must cover. The TGS exchange uses the same checks with its own key usages (7 and
+    6), the KDC-REQ-BODY as binding and a checksum required (a GSS checksum is not one)."""
     ap_req = decode_ap_req(data)
     ticket = ap_req.ticket
     key = keys(ticket.sname.name_string, ticket.realm, ticket.enc_part.etype,
@@ -140,19 +144,19 @@ def accept_ap_req(data: bytes, *, keys: KeyLookup, now: datetime, max_skew: time
     if (part.starttime or part.authtime) > now + max_skew:
         raise TicketNotYetValid("TICKET_NOT_YET_VALID")
     session = Key(part.key.keytype, part.key.keyvalue)
-    auth = decode_authenticator(session.decrypt(KeyUsage.AP_REQ_AUTH,
-                                                ap_req.authenticator.cipher))
+    auth = decode_authenticator(session.decrypt(usage_auth, ap_req.authenticator.cipher))
     if auth.cname != part.cname or auth.crealm != part.crealm:
         raise BadMatch("AUTHENTICATOR_CLIENT_MISMATCH")
     if abs(auth.ctime - now) > max_skew:
         raise ClockSkew("CTIME_SKEW")
-    if auth.cksum is not None:
-        if auth.cksum.cksumtype == GSS_CHECKSUM:
-            if len(auth.cksum.checksum) < 24:
-                raise ModifiedError("BAD_GSS_CHECKSUM")
-        elif binding is not None:
-            session.verify_checksum(KeyUsage.AP_REQ_AUTH_CKSUM, binding,
-                                    auth.cksum.checksum, auth.cksum.cksumtype)
+    cksum = auth.cksum
+    if cksum is None or cksum.cksumtype == GSS_CHECKSUM:
+        if require_checksum:
+            raise ModifiedError("NO_BODY_CHECKSUM")
+        if cksum is not None and len(cksum.checksum) < 24:
+            raise ModifiedError("BAD_GSS_CHECKSUM")
+    elif binding is not None:
+        session.verify_checksum(usage_cksum, binding, cksum.checksum, cksum.cksumtype)
     if replay is not None:
         replay.check_and_add(hashlib.sha256(ap_req.authenticator.cipher).digest(), now)
     return Accepted(ap_req, part, auth, session, find_restriction(part.authorization_data))

@@ -9,34 +9,20 @@ ticket inherits client, authtime, flags (minus INITIAL) and authorization data f
 so a device's unprovisioned restriction follows it to every service.
 """
 
-import hashlib
 import os
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
+from common.ap_exchange import NoKey, accept_ap_req
 from common.as_exchange import PrincipalStore, principal_text
 from common.codes import ErrorCode, KeyUsage, MessageType, PaDataType, TicketFlags
 from common.crypto import Key
-from common.errors import ClockSkew, KerberosError, MalformedMessage, ModifiedError
-from common.messages.ap_req import decode_ap_req, decode_authenticator
+from common.errors import KerberosError, MalformedMessage
 from common.messages.kdc_rep import ENC_TGS_REP_PART_TAG, encode_tgs_rep
 from common.messages.kdc_req import decode_tgs_req, encode_kdc_req_body
-from common.messages.ticket import decode_enc_ticket_part
 from common.messages.types import find_padata
 from common.replay import ReplayCache
 from common.tickets import ServerUnknown, build_kdc_rep, choose_enctype, issue_ticket
-
-
-class TicketExpired(KerberosError):
-    code = ErrorCode.KRB_AP_ERR_TKT_EXPIRED
-
-
-class TicketNotYetValid(KerberosError):
-    code = ErrorCode.KRB_AP_ERR_TKT_NYV
-
-
-class BadMatch(KerberosError):
-    code = ErrorCode.KRB_AP_ERR_BADMATCH
 
 
 class NoTgt(KerberosError):
@@ -53,34 +39,22 @@ def handle_tgs_req(data: bytes, *, realm: str, principals: PrincipalStore, now: 
     pa = find_padata(req.padata, PaDataType.PA_TGS_REQ)
     if pa is None:
         raise NoTgt("NO_PA_TGS_REQ")
-    ap_req = decode_ap_req(pa.padata_value)
-    tgt = ap_req.ticket
     krbtgt = principals.get_principal(f"krbtgt/{realm}")
-    if tgt.realm != realm or tgt.sname.name_string != ("krbtgt", realm) or krbtgt is None:
-        raise ServerUnknown("NOT_OUR_TGT", f"{tgt.sname}@{tgt.realm}")
-    entry = next((k for k in krbtgt.keys if k.key.enctype == tgt.enc_part.etype and
-                  (tgt.enc_part.kvno is None or k.kvno == tgt.enc_part.kvno)), None)
-    if entry is None:
-        raise KerberosError("NO_KEY_FOR_TGT")
-    part = decode_enc_ticket_part(entry.key.decrypt(KeyUsage.KDC_REP_TICKET,
-                                                    tgt.enc_part.cipher))
-    if part.endtime <= now - max_skew:
-        raise TicketExpired("TGT_EXPIRED")
-    if (part.starttime or part.authtime) > now + max_skew:
-        raise TicketNotYetValid("TGT_NOT_YET_VALID")
-    session = Key(part.key.keytype, part.key.keyvalue)
-    auth = decode_authenticator(session.decrypt(KeyUsage.TGS_REQ_AUTH,
-                                                ap_req.authenticator.cipher))
-    if auth.cname != part.cname or auth.crealm != part.crealm:
-        raise BadMatch("AUTHENTICATOR_CLIENT_MISMATCH")
-    if abs(auth.ctime - now) > max_skew:
-        raise ClockSkew("CTIME_SKEW")
-    if auth.cksum is None:
-        raise ModifiedError("NO_BODY_CHECKSUM")
-    session.verify_checksum(KeyUsage.TGS_REQ_AUTH_CKSUM, encode_kdc_req_body(body),
-                            auth.cksum.checksum, auth.cksum.cksumtype)
-    if replay is not None:
-        replay.check_and_add(hashlib.sha256(ap_req.authenticator.cipher).digest(), now)
+
+    def tgt_key(sname: tuple[str, ...], tgt_realm: str, enctype: int, kvno: int | None) -> Key:
+        if tgt_realm != realm or sname != ("krbtgt", realm) or krbtgt is None:
+            raise ServerUnknown("NOT_OUR_TGT", f"{'/'.join(sname)}@{tgt_realm}")
+        entry = next((k for k in krbtgt.keys if k.key.enctype == enctype and
+                      (kvno is None or k.kvno == kvno)), None)
+        if entry is None:
+            raise NoKey("NO_KEY_FOR_TGT", f"enctype {enctype} kvno {kvno}")
+        return entry.key
+
+    accepted = accept_ap_req(pa.padata_value, keys=tgt_key, now=now, max_skew=max_skew,
+                             replay=replay, binding=encode_kdc_req_body(body),
+                             usage_auth=KeyUsage.TGS_REQ_AUTH,
+                             usage_cksum=KeyUsage.TGS_REQ_AUTH_CKSUM, require_checksum=True)
+    part, auth, session = accepted.ticket, accepted.authenticator, accepted.session_key
 
     if body.sname is None:
         raise MalformedMessage("MISSING_NAME", "TGS-REQ without sname")

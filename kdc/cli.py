@@ -13,7 +13,6 @@ from cryptography.hazmat.primitives.serialization import (
     Encoding,
     load_pem_private_key,
 )
-from pydantic import ValidationError
 
 from common.as_exchange import AsPolicy
 from common.certs import build_ca, issue_client_certificate, issue_kdc_certificate
@@ -25,6 +24,7 @@ from common.log import configure
 from kdc.db import Database
 from kdc.settings import KdcSettings
 from telekey.files import write_private_key
+from telekey.settings_file import load_settings
 
 HELP = "Kerberos KDC: PKINIT over TCP and UDP, tickets for signaling controllers."
 app = typer.Typer(help=HELP, no_args_is_help=True)
@@ -96,11 +96,7 @@ def run(config: Annotated[Path, typer.Option(exists=True, help="TOML settings fi
     from kdc.server import Kdc, run_workers, serve
     from telekey.runtime import run as run_loop
 
-    try:
-        settings = KdcSettings.from_toml(config)
-    except (ValidationError, ValueError) as exc:
-        typer.echo(f"invalid settings in {config}:\n{exc}", err=True)
-        raise typer.Exit(2) from exc
+    settings = load_settings(KdcSettings, config)
     configure(json=settings.log_json)
     Database(settings.database_url).migrate()
 

@@ -4,9 +4,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from sigctl.settings import SigctlSettings
+from telekey.settings_file import load_settings
 
 HELP = "Signaling controller: AP-REQ/AP-REP key management, ESP-protected signaling."
 app = typer.Typer(help=HELP, no_args_is_help=True)
@@ -24,11 +24,7 @@ def run(config: Annotated[Path, typer.Option(exists=True, help="TOML settings fi
     from sigctl.server import serve
     from telekey.runtime import run as run_loop
 
-    try:
-        settings = SigctlSettings.from_toml(config)
-    except (ValidationError, ValueError) as exc:
-        typer.echo(f"invalid settings in {config}:\n{exc}", err=True)
-        raise typer.Exit(2) from exc
+    settings = load_settings(SigctlSettings, config)
     configure(json=settings.log_json)
     run_loop(serve(settings))
 
