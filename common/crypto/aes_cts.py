@@ -5,16 +5,29 @@ ciphertext blocks are swapped, and the (now last) block is truncated to the leng
 plaintext block. The swap applies even when the length is a whole number of blocks.
 """
 
+import functools
+from typing import Any
+
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 BLOCK = 16
 ZERO_IV = bytes(BLOCK)
 
 
+@functools.lru_cache(maxsize=256)
+def _ecb(key: bytes, decrypt: bool = False) -> Any:
+    """A reusable raw-AES context per key: ECB has no chaining, so one context serves every
+    block. Building a cipher context costs more than the AES itself, and key derivation (DK,
+    the PRF) encrypts single blocks under the same few keys again and again. Bounded: at most
+    256 key schedules (of keys the process holds anyway) stay in memory."""
+    cipher = Cipher(algorithms.AES(key), modes.ECB())
+    return cipher.decryptor() if decrypt else cipher.encryptor()
+
+
 def aes_encrypt_block(key: bytes, block: bytes) -> bytes:
-    """One raw AES block encryption (the E of RFC 3961 DR for AES)."""
-    encryptor = Cipher(algorithms.AES(key), modes.ECB()).encryptor()
-    return encryptor.update(block) + encryptor.finalize()
+    """Raw AES of whole blocks (the E of RFC 3961 DR for AES; one block for the PRF)."""
+    result: bytes = _ecb(key).update(block)
+    return result
 
 
 def cbc_encrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
@@ -29,8 +42,8 @@ def _cbc_decrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
 
 
 def _aes_decrypt_block(key: bytes, block: bytes) -> bytes:
-    decryptor = Cipher(algorithms.AES(key), modes.ECB()).decryptor()
-    return decryptor.update(block) + decryptor.finalize()
+    result: bytes = _ecb(key, True).update(block)
+    return result
 
 
 def cts_encrypt(key: bytes, iv: bytes, data: bytes) -> bytes:

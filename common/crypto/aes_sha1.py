@@ -8,8 +8,8 @@ import struct
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
-from common.crypto.aes_cts import BLOCK, ZERO_IV, cbc_encrypt, cts_decrypt, cts_encrypt
-from common.crypto.rfc3961 import EncTypeProfile, derive_random_cbc, usage_constant
+from common.crypto.aes_cts import BLOCK, ZERO_IV, aes_encrypt_block, cts_decrypt, cts_encrypt
+from common.crypto.rfc3961 import EncTypeProfile, derive_random, usage_constant
 from common.errors import IntegrityError
 
 _MAC_BYTES = 12
@@ -33,8 +33,8 @@ class AesSha1(EncTypeProfile):
 
     def dk(self, key: bytes, constant: bytes) -> bytes:
         """RFC 3961 §5.1 DK with AES as E; random-to-key is the identity."""
-        return derive_random_cbc(lambda data: cbc_encrypt(key, ZERO_IV, data), constant,
-                                 self.key_bytes, BLOCK)
+        return derive_random(lambda block: aes_encrypt_block(key, block), constant,
+                             self.key_bytes, BLOCK)
 
     def derive(self, key: bytes, usage: int, kind: int) -> bytes:
         return self.dk(key, usage_constant(usage, kind))
@@ -78,7 +78,8 @@ class AesSha1(EncTypeProfile):
         return self.dk(key, b"prf")
 
     def prf_with(self, prf_key: bytes, data: bytes) -> bytes:
-        return cts_encrypt(prf_key, ZERO_IV, hashlib.sha1(data).digest()[:BLOCK])
+        # CBC-CTS of exactly one block with a zero IV is one raw AES block.
+        return aes_encrypt_block(prf_key, hashlib.sha1(data).digest()[:BLOCK])
 
 
 AES128_CTS_HMAC_SHA1_96 = AesSha1(17, "aes128-cts-hmac-sha1-96", 15, 16)

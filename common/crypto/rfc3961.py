@@ -53,15 +53,6 @@ def derive_random(encrypt_block: Callable[[bytes], bytes], constant: bytes, nbyt
     return out[:nbytes]
 
 
-def derive_random_cbc(cbc_encrypt_zero_iv: Callable[[bytes], bytes], constant: bytes,
-                      nbytes: int, blocksize: int) -> bytes:
-    """DR with one cipher call: E(c), E(E(c)), ... is the CBC encryption (IV 0) of c followed
-    by zero blocks, since each zero block is XORed with the previous output."""
-    block = constant if len(constant) == blocksize else nfold(constant, blocksize)
-    blocks = -(-nbytes // blocksize)
-    return cbc_encrypt_zero_iv(block + bytes(blocksize * (blocks - 1)))[:nbytes]
-
-
 def usage_constant(usage: int, kind: int) -> bytes:
     """The 5-octet well-known constant of RFC 3961 §5.3: usage (big-endian 32 bits) | kind."""
     return struct.pack(">IB", usage, kind)

@@ -201,6 +201,43 @@ class Compiler:
         contents = self._contents_decoder(schema)
         is_any = isinstance(schema, univ.Any)
 
+        if own_tag is not None and contents is not None and len(wrappers) <= 1:
+            # The shapes nearly every Kerberos field has — [n] EXPLICIT around a typed value,
+            # or the bare type — without the general loop's lists (the hot path of every
+            # decode).
+            if not wrappers:
+                def decode_plain(data: bytes, pos: int, end: int) -> tuple[Any, int]:
+                    if pos >= end or data[pos] != own_tag:
+                        raise _bad("UNEXPECTED_TAG", pos)
+                    start, pos = read_header(data, pos + 1, end)
+                    return contents(data, start, pos), pos
+
+                return decode_plain
+            wrapper = wrappers[0]
+
+            def decode_tagged(data: bytes, pos: int, end: int) -> tuple[Any, int]:
+                if pos + 1 >= end or data[pos] != wrapper:
+                    raise _bad("UNEXPECTED_TAG", pos)
+                length = data[pos + 1]
+                if length < 0x80:  # short-form length, read inline (most fields)
+                    pos, stop = pos + 2, pos + 2 + length
+                    if stop > end:
+                        raise _bad("TRUNCATED", pos)
+                else:
+                    pos, stop = read_header(data, pos + 1, end)
+                if pos + 1 >= stop or data[pos] != own_tag:
+                    raise _bad("UNEXPECTED_TAG", pos)
+                length = data[pos + 1]
+                if length < 0x80:
+                    start, pos = pos + 2, pos + 2 + length
+                else:
+                    start, pos = read_header(data, pos + 1, stop)
+                if pos != stop:
+                    raise _bad("TRAILING_BYTES_IN_TAG", pos)
+                return contents(data, start, pos), pos
+
+            return decode_tagged
+
         def decode(data: bytes, pos: int, end: int) -> tuple[Any, int]:
             stops = []
             for tag in wrappers:
