@@ -50,7 +50,9 @@ class ControllerSa:
     hmac_key: bytes  # of the AP-REP sub-key: Rekey and Security Parameter Recovered
     expires: float  # monotonic seconds
     restriction: DeviceRestriction | None
+    grace_s: int = 0
     confirmed: bool = False
+    rekey_sent: bool = False
 
 
 @dataclass
@@ -178,17 +180,17 @@ class KeyManagementServer:
         ticket_left = int((accepted.ticket.endtime - now).total_seconds())
         lifetime = max(1, min(self.sa_lifetime_s, ticket_left))
         previous = self.newest.get(peer)
+        grace = min(self.grace_s, lifetime // 2)
         sa = ControllerSa(accepted.client, peer, esp.InboundSa(spi, suite, to_us),
                           esp.OutboundSa(message.spi, suite, to_device, self.random),
-                          pktc.hmac_key(subkey), mono + lifetime, accepted.restriction)
+                          pktc.hmac_key(subkey), mono + lifetime, accepted.restriction, grace)
         self.sas[spi] = sa
         self.newest[peer] = sa
         if previous is not None and previous.client == sa.client:
             # Packets already in flight on the old SA still arrive for a few seconds.
             previous.expires = min(previous.expires, mono + 10)
         reply = pktc.encode_ap_reply(build_ap_rep(accepted, subkey), spi, suite.pktc, lifetime,
-                                     min(self.grace_s, lifetime // 2), message.reestablish,
-                                     self.ack_required, sa.hmac_key)
+                                     grace, message.reestablish, self.ack_required, sa.hmac_key)
         return sa, reply
 
     def _free_spi(self) -> int:
@@ -240,6 +242,20 @@ class KeyManagementServer:
 
     def seal(self, sa: ControllerSa, inner: bytes) -> bytes:
         return sa.outbound.seal(inner)
+
+    def rekeys_due(self, now: datetime, mono: float) -> list[tuple[ControllerSa, bytes]]:
+        """Rekey messages (HMAC with the SA's sub-key) for SAs the device has not replaced by
+        half their grace period before the end: the device re-keys at the start of the grace
+        period itself, so a Rekey means it missed that."""
+        due = []
+        for sa in self.newest.values():
+            if not sa.rekey_sent and sa.expires - sa.grace_s / 2 <= mono < sa.expires:
+                sa.rekey_sent = True
+                due.append((sa, pktc.encode_rekey(
+                    secrets.randbits(32), f"{self.principal}@{self.realm}", now,
+                    sa.inbound.spi, tuple(s.pktc for s in self.suites), self.sa_lifetime_s,
+                    self.grace_s, False, sa.hmac_key)))
+        return due
 
     def expire(self, mono: float) -> int:
         """Forget SAs whose lifetime is over; returns how many went."""

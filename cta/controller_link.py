@@ -3,8 +3,9 @@ ESP in UDP, one socket for both (the controller answers key management from its 
 ESP from its ESP port, which is how the two are told apart).
 
 - An AP exchange with the controller ticket held in the ccache sets up the SA, at start and
-  whenever needed. AP Requests are retransmitted after 1 s, doubling, up to 5 times when the
-  device started the exchange, from 0.5 s when a Wake Up or Rekey did (RFC 4682 defaults).
+  whenever needed. AP Requests are retransmitted up to 5 times: every 1 s when the device
+  started the exchange (pktcMtaDevCmsSolicitedKeyTimeout), from 0.5 s doubling when a Wake Up
+  or Rekey did (…UnsolicitedKeyNomTimeout) — RFC 4682 defaults.
 - The SA is renewed by a new AP exchange `grace` seconds before its lifetime ends.
 - A Wake Up (the controller lost our SA, e.g. it restarted) or a verified Rekey starts a new
   AP exchange echoing the server nonce, with the same ticket: no PKINIT.
@@ -89,9 +90,9 @@ class ControllerLink(asyncio.DatagramProtocol):
             return
         self.sa_ready.clear()
         self._establishing = asyncio.ensure_future(
-            self._exchange(server_nonce, reestablish, 1.0 if solicited else 0.5))
+            self._exchange(server_nonce, reestablish, solicited))
 
-    async def _exchange(self, server_nonce: int, reestablish: bool, timeout: float) -> None:
+    async def _exchange(self, server_nonce: int, reestablish: bool, solicited: bool) -> None:
         while True:
             controller = self.controller
             credential = self.ticket_for(controller.principal)
@@ -111,7 +112,7 @@ class ControllerLink(asyncio.DatagramProtocol):
             started = time.perf_counter()
             data = client.ap_request(datetime.now(UTC), server_nonce=server_nonce,
                                      reestablish=reestablish)
-            wait = timeout
+            wait = 1.0 if solicited else 0.5
             for _ in range(6):  # the first try and 5 retransmissions
                 self.transport.sendto(data, (controller.host, controller.km_port))
                 try:
@@ -127,11 +128,12 @@ class ControllerLink(asyncio.DatagramProtocol):
                     self._spawn(self._rekey_timer(self.sa))
                     return
                 except TimeoutError:
-                    wait *= 2
+                    if not solicited:
+                        wait *= 2
             log.warning("controller_unanswered", controller=controller.principal)
             if len(self.controllers) > 1:
                 self.current = (self.current + 1) % len(self.controllers)
-                server_nonce, reestablish = 0, True
+                server_nonce, reestablish, solicited = 0, True, True
                 log.info("failover", controller=self.controller.principal)
 
     async def _rekey_timer(self, sa: ClientSa) -> None:

@@ -127,9 +127,17 @@ async def serve(settings: SigctlSettings) -> None:
              realm=settings.realm, metrics_port=metrics_port)
 
     async def expire() -> None:
+        """Once a second: Rekey for SAs the device let run into their grace period, and
+        forget SAs whose lifetime is over."""
         while True:
-            await asyncio.sleep(5)
-            if controller.core.expire(time.monotonic()):
+            await asyncio.sleep(1)
+            mono = time.monotonic()
+            for sa, rekey in controller.core.rekeys_due(datetime.now(UTC), mono):
+                km.sendto(rekey, sa.peer)
+                metrics.exchanges.labels("rekey", "SENT").inc()
+                log.info("rekey", peer=f"{sa.peer[0]}:{sa.peer[1]}", client=sa.client,
+                         spi=f"0x{sa.inbound.spi:08x}")
+            if controller.core.expire(mono):
                 metrics.security_associations.set(len(controller.core.sas))
 
     sweeper = asyncio.create_task(expire())

@@ -20,6 +20,10 @@ def lab(tmp_path):
     lab.close()
 
 
+def _at_least(items, n):
+    return items if len(items) >= n else None
+
+
 def _sa_up(device):
     return (manage(device, op="status")["link"] or {}).get("sa")
 
@@ -51,3 +55,39 @@ def test_two_devices_echo_through_esp_and_survive_kill_9(lab):
     assert pkinit_after == pkinit_before, "a device went back to the KDC"
     for device in devices:
         assert events(device, "wake_up")
+
+
+def test_failover_to_backup_controller_without_pkinit(lab):
+    """The primary controller goes away: the device's AP Requests go unanswered (1 s, five
+    retransmissions), it turns to its backup with the ticket it got by TGS, and signaling
+    continues there. The KDC sees one PKINIT (the TGT) and TGS requests only."""
+    lab.controller("sc1")
+    backup = lab.controller("sc2")
+    sc2 = lab.controllers["sc2"]
+    device = lab.device(MACS[0], "sc1", "--backup-controller",
+                        f"{sc2['principal']}=127.0.0.1:{sc2['km_port']}:{sc2['esp_port']}")
+    wait_for(lambda: _sa_up(device))
+    assert manage(device, op="echo", data="via sc1")["reply"] == "via sc1"
+    lab.controllers["sc1"]["process"].stop()
+    reply = manage(device, op="echo", data="via the backup")
+    assert reply["ok"] and reply["reply"] == "via the backup", reply
+    assert manage(device, op="status")["link"]["controller"] == sc2["principal"]
+    assert [e["client"] for e in events(backup, "ap_request")] == ["cta/001a2b3c4d01@LAB.TEST"]
+    assert events(device, "failover")
+    methods = [e["method"] for e in events(device, "ticket")]
+    assert methods.count("DH") == 1 and methods.count("TGS") == 2
+
+
+def test_sa_is_renewed_before_its_lifetime_ends(lab):
+    """SA lifetime 6 s, grace 2 s: the device runs a new AP exchange at 4 s with the ticket
+    it holds, and signaling goes on over the new SA."""
+    controller = lab.controller("sc1", sa_lifetime_s=6, grace_s=2)
+    device = lab.device(MACS[0], "sc1")
+    first = wait_for(lambda: _sa_up(device))
+    established = wait_for(lambda: _at_least(events(device, "sa_established"), 2), timeout=30)
+    assert established[1]["spi_in"] != established[0]["spi_in"]
+    assert manage(device, op="echo", data="after re-key")["reply"] == "after re-key"
+    assert _sa_up(device)["spi_in"] != first["spi_in"]
+    assert [e["result"] for e in events(controller, "ap_request")][:2] == ["OK", "OK"]
+    # One PKINIT (our client sends the signed request at once); the re-key needed none.
+    assert len([e for e in lab.kdc.log_events() if e.get("event") == "as_req"]) == 1

@@ -3,8 +3,11 @@ unknown-SPI Wake Up after a 'restart', retransmission, Error Replies and dropped
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
 from common import esp, pktc
 from common.crypto import Key
+from common.errors import KerberosError
 from common.km_client import KeyManagementClient
 from common.km_server import KeyManagementServer
 from common.messages.restriction import DeviceRestriction, restriction_authorization_data
@@ -101,3 +104,23 @@ def test_errors_and_suites():
     replayed[spi_at:spi_at + 4] = (framed.spi + 1).to_bytes(4, "big")
     reply = server.receive_km(bytes(replayed), DEVICE, now, 0.0).reply
     assert client.receive(reply, 0.0).error.error_code in (34, 41)
+
+
+def test_controller_rekey_when_the_device_does_not():
+    now, make_server, client = setup()
+    server = KeyManagementServer(principal="sigctl/sc1", realm=REALM,
+                                 keys=make_server().keys, sa_lifetime_s=60, grace_s=10)
+    exchange = server.receive_km(client.ap_request(now), DEVICE, now, 0.0)
+    client.receive(exchange.reply, 0.0)
+    assert server.rekeys_due(now, 50.0) == []  # the device's own turn (grace starts at 50)
+    [(sa, rekey)] = server.rekeys_due(now, 55.0)
+    assert sa is exchange.sa and server.rekeys_due(now, 56.0) == []  # sent once
+    event = client.receive(rekey, 55.0)
+    assert event.kind == "rekey"
+    again = server.receive_km(client.ap_request(now, server_nonce=event.server_nonce),
+                              DEVICE, now, 55.5)
+    assert client.receive(again.reply, 55.5).kind == "sa"
+    # A Rekey under another SA's key is refused.
+    forged = pktc.encode_rekey(1, "sigctl/sc1@R", now, 1, (), 60, 10, False, bytes(20))
+    with pytest.raises(KerberosError):
+        client.receive(forged, 56.0)
