@@ -373,6 +373,24 @@ class Compiler:
         # every other type's innermost tag is its own. Either way: wrap with every tag.
         tags = [_identifier(t) for t in schema.tagSet.superTags]  # innermost first
         contents = self._contents_encoder(schema)
+        if len(tags) == 1:
+            own = bytes(tags)
+
+            def encode_plain(value: Any) -> bytes:
+                out = contents(value)
+                return b"".join((own, encode_length(len(out)), out))
+
+            return encode_plain
+        if len(tags) == 2:  # [n] EXPLICIT around a typed value: most Kerberos fields
+            inner, outer = bytes(tags[:1]), bytes(tags[1:])
+
+            def encode_tagged(value: Any) -> bytes:
+                out = contents(value)
+                length = encode_length(len(out))
+                return b"".join((outer, encode_length(1 + len(length) + len(out)), inner,
+                                 length, out))
+
+            return encode_tagged
 
         def encode(value: Any) -> bytes:
             out = contents(value)
