@@ -12,7 +12,7 @@ costs each device one AP exchange (it learns of the restart from a Wake Up or si
   A retransmitted AP Request (same bytes, same address) gets the same AP Reply (lookaside);
   the same bytes from another address are a replay (KRB_AP_ERR_REPEAT).
 - Security Parameter Recovered → confirms the newest SA of that address.
-- ESP for an unknown SPI → Wake Up to the sender (at most one per address per second); a bad
+- ESP for an unknown SPI → Wake Up to the sender (at most one per second per address); a bad
   ICV or a replay is dropped and counted.
 """
 
@@ -108,7 +108,7 @@ class KeyManagementServer:
         self.sas: dict[int, ControllerSa] = {}  # by our inbound SPI
         self.newest: dict[Address, ControllerSa] = {}  # by device address
         self.stats = KmStats()
-        self._wake_up_sent: dict[str, float] = {}
+        self._wake_up_sent: dict[Address, float] = {}
 
     # Key management ------------------------------------------------------------------
 
@@ -231,10 +231,11 @@ class KeyManagementServer:
         return EspResult(sa, payload, None, None)
 
     def _wake_up(self, peer: Address, mono: float) -> bytes | None:
-        host = peer[0]
-        if mono - self._wake_up_sent.get(host, -10.0) < 1.0:
+        """At most one Wake Up per second per device address (ip, port). A Wake Up is no
+        larger than the ESP packet that caused it, so it amplifies nothing."""
+        if mono - self._wake_up_sent.get(peer, -10.0) < 1.0:
             return None
-        self._wake_up_sent[host] = mono
+        self._wake_up_sent[peer] = mono
         if len(self._wake_up_sent) > 100_000:
             self._wake_up_sent.clear()
         self.stats.wake_ups += 1

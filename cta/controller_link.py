@@ -58,6 +58,7 @@ class ControllerLink(asyncio.DatagramProtocol):
         self.sa: ClientSa | None = None
         self.sa_ready = asyncio.Event()
         self._reply: asyncio.Future[bytes] | None = None
+        self._echo_payload = b""
         self._establishing: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.exchanges = 0
@@ -165,6 +166,9 @@ class ControllerLink(asyncio.DatagramProtocol):
                 self.transport.sendto(event.ack, (self.controller.host,
                                                   self.controller.km_port))
             self.sa_ready.set()
+            if self._reply is not None and not self._reply.done():
+                # An echo was lost with the old SA: send it again on the new one at once.
+                self.send(LOCAL_PORT, ECHO_PORT, self._echo_payload)
         elif event.kind in ("wake_up", "rekey"):
             log.info(event.kind, controller=self.controller.principal)
             self.sa = None
@@ -201,6 +205,7 @@ class ControllerLink(asyncio.DatagramProtocol):
             await asyncio.wait_for(self.sa_ready.wait(), 30)
             for _ in range(tries):
                 self._reply = asyncio.get_running_loop().create_future()
+                self._echo_payload = payload
                 self.send(LOCAL_PORT, ECHO_PORT, payload)
                 try:
                     return await asyncio.wait_for(self._reply, timeout)

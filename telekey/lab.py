@@ -9,7 +9,11 @@ Part 2, the foundation (issue #2) against a real MIT Kerberos realm on 127.0.0.1
 telekey derives keys and writes a keytab that MIT's klist lists and MIT's kinit uses to log in
 to MIT's krb5kdc; telekey reads the credential cache kinit wrote, decrypts the TGT inside it
 with the krbtgt key MIT's kadmin exported, writes its own credential cache, and MIT's klist
-lists that. Later issues grow this into the full scenario (KDC, controller, devices, calls).
+lists that.
+
+Part 3, the signaling controller (issue #5): two devices set up SAs with a controller, echo
+through ESP, survive a kill -9 of the controller without PKINIT; tshark decodes the capture.
+Issue #6 grows this into the full scenario with calls.
 """
 
 import subprocess
@@ -149,12 +153,74 @@ def run_device_part(directory: Path) -> None:
         kdc.stop()
 
 
+def run_controller_part(directory: Path) -> None:
+    """Issue #5 so far: a KDC, a signaling controller and two devices in SoftHSM tokens on
+    loopback — PKINIT, AP exchange, echo through ESP; kill -9 of the controller and the
+    devices back without a new PKINIT; tshark decodes and decrypts the capture."""
+    import os
+    import signal
+
+    from telekey.loopback import Capture, Lab, decode_capture, events, manage, wait_for
+
+    directory.mkdir(parents=True, exist_ok=True)
+    step("a realm, telekey's KDC and signaling controller sc1 (keytab from telekey principal "
+         "ktadd), tshark capturing on loopback")
+    lab = Lab(directory)
+    try:
+        controller = lab.controller("sc1")
+        info = lab.controllers["sc1"]
+        typer.echo(f"    KDC 127.0.0.1:{lab.kdc.port}; sc1 key management "
+                   f"127.0.0.1:{info['km_port']}, ESP 127.0.0.1:{info['esp_port']}")
+        capture = Capture(directory / "controller.pcap", [info["km_port"], info["esp_port"]])
+        step("two devices (SoftHSM tokens) start `telekey cta run`: PKINIT for the controller "
+             "ticket, then an AP exchange for an SA")
+        devices = {mac: lab.device(mac, "sc1") for mac in ("00:1a:2b:3c:4d:01",
+                                                           "00:1a:2b:3c:4d:02")}
+        for mac, device in devices.items():
+            wait_for(lambda d=device: (manage(d, op="status")["link"] or {}).get("sa"))
+            ticket = events(device, "ticket")[0]
+            sa = events(device, "sa_established")[0]
+            typer.echo(f"    {mac}: PKINIT {ticket['method']} {ticket['ms']} ms, SA "
+                       f"{sa['spi_in']}/{sa['spi_out']} {sa['suite']} in {sa['ms']} ms")
+        step("each device sends a datagram to the controller's echo service through ESP")
+        for mac, device in devices.items():
+            reply = manage(device, op="echo", data=f"hello from {mac}")
+            typer.echo(f"    {mac}: {reply['reply']!r} back in {reply['rtt_ms']} ms")
+        step("kill -9 of the controller, and a restart: it has forgotten every SA")
+        os.kill(controller.process.pid, signal.SIGKILL)
+        controller.process.wait()
+        restarted = lab.controller("sc1")
+        before = len(events(lab.kdc, "as_req"))
+        for mac, device in devices.items():
+            started = time.monotonic()
+            reply = manage(device, op="echo", data="still there?")
+            typer.echo(f"    {mac}: ESP on the lost SA -> Wake Up -> AP exchange with the "
+                       f"ticket it holds -> {reply['reply']!r} after "
+                       f"{(time.monotonic() - started) * 1000:.0f} ms")
+        typer.echo(f"    the controller sent {len(events(restarted, 'wake_up'))} Wake Up(s); "
+                   f"new PKINIT logins at the KDC: {len(events(lab.kdc, 'as_req')) - before}")
+        capture.stop()
+        step("tshark decodes the capture (pktc, Kerberos with the keytab, ESP with esp_sa)")
+        text = decode_capture(capture.path, pktc_port=info["km_port"],
+                              esp_port=info["esp_port"], keytab=directory / "sc1.keytab",
+                              esp_sa=directory / "esp_sa")
+        for label in ("AP Request (0x02)", "AP Reply (0x03)", "Wake Up (0x01)"):
+            typer.echo(f"    {text.count(label)} x {label}")
+        typer.echo(f"    {text.count('Encapsulating Security Payload')} ESP packets, "
+                   f"{text.count('[correct]')} with the ICV verified by Wireshark, "
+                   f"{text.count('Malformed')} malformed; files: {capture.path}, "
+                   f"{directory / 'esp_sa'}, {directory / 'sc1.keytab'}")
+    finally:
+        lab.close()
+
+
 def run_lab(workdir: Path | None = None) -> None:
     started = time.monotonic()
     directory = Path(workdir or tempfile.mkdtemp(prefix="telekey-lab-"))
     directory.mkdir(parents=True, exist_ok=True)
     run_kdc_part(directory)
     run_device_part(directory)
+    run_controller_part(directory / "controller")
     step(f"MIT Kerberos realm {REALM} on loopback (working files in {directory})")
     realm = start_mit_realm(directory)
     try:
@@ -204,4 +270,5 @@ def run_lab(workdir: Path | None = None) -> None:
         realm.stop()
     step(f"lab finished in {time.monotonic() - started:.1f} s: telekey's KDC serves MIT's "
          "clients and telekey's devices, devices keep their keys in their tokens, and the "
-         "foundation reads and writes MIT's formats (controller and calls: issues #5, #6)")
+         "foundation reads and writes MIT's formats, devices keep SAs with their controller and "
+         "survive its restart without PKINIT (calls: issue #6)")

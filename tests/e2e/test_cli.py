@@ -31,6 +31,11 @@ def test_lab_runs_end_to_end(tmp_path):
     assert "REPLAY" in out
     assert "(ECDH)" in out
     assert (tmp_path / "telekey.ccache").exists()
+    # The controller part: SAs, echo through ESP, recovery without PKINIT, tshark's view.
+    assert "new PKINIT logins at the KDC: 0" in out
+    assert "'still there?'" in out and "0 malformed" in out
+    assert (tmp_path / "controller" / "controller.pcap").exists()
+    assert (tmp_path / "controller" / "esp_sa").read_text().count("AES-GCM") == 8
 
 
 def test_decode_shows_and_decrypts_ticket():

@@ -10,8 +10,8 @@ import socket
 import pytest
 
 from telekey.kdc_process import start_kdc, telekey_cmd, write_kdc_config
+from telekey.loopback import wait_for
 from telekey.service_process import start_service
-from tests.e2e.sigctl_lab import wait_for
 from tests.e2e.test_cta_device import MAC, REALM, _request, _token_objects, cli, lab  # noqa: F401
 
 pytestmark = pytest.mark.e2e

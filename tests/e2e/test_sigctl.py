@@ -7,7 +7,7 @@ import signal
 
 import pytest
 
-from tests.e2e.sigctl_lab import Lab, events, manage, wait_for
+from telekey.loopback import Lab, events, manage, wait_for
 
 pytestmark = pytest.mark.e2e
 MACS = ("00:1a:2b:3c:4d:01", "00:1a:2b:3c:4d:02")

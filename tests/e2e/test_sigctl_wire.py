@@ -17,7 +17,7 @@ from common.km_client import KeyManagementClient
 from common.messages.krb_error import decode_krb_error
 from common.messages.types import PrincipalName
 from common.tickets import KeyEntry, issue_ticket
-from tests.e2e.sigctl_lab import REALM, Capture, Lab, decode_capture, events, manage, wait_for
+from telekey.loopback import REALM, Capture, Lab, decode_capture, events, manage, wait_for
 
 pytestmark = pytest.mark.e2e
 

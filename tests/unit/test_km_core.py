@@ -76,9 +76,11 @@ def test_exchange_echo_restart_wake_up():
                                                    reestablish=True), DEVICE, now, 5.0)
     assert client.receive(again.reply, 5.0).kind == "sa"
     assert restarted.receive_esp(client.sa.outbound.seal(inner), DEVICE, 6.0).payload == inner
-    # Wake Ups are rate limited per address.
+    # Wake Ups are rate limited per device address (ip, port).
     assert restarted.receive_esp(b"\x00\x00\x99\x99" + bytes(40), DEVICE, 6.0).wake_up
     assert restarted.receive_esp(b"\x00\x00\x99\x98" + bytes(40), DEVICE, 6.5).wake_up is None
+    other = ("127.0.0.1", 40001)
+    assert restarted.receive_esp(b"\x00\x00\x99\x98" + bytes(40), other, 6.5).wake_up
 
 
 def test_errors_and_suites():

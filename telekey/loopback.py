@@ -1,5 +1,6 @@
-"""A loopback lab for the controller tests: telekey's KDC, signaling controllers with keytabs
-from `telekey principal ktadd`, and devices (SoftHSM tokens) running `telekey cta run`."""
+"""A network of telekey daemons on loopback, for `telekey lab` and the end-to-end tests:
+telekey's KDC, signaling controllers with keytabs from `telekey principal ktadd`, devices
+(SoftHSM tokens) running `telekey cta run`, and tshark capturing and decoding what they say."""
 
 import json
 import socket
