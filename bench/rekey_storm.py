@@ -15,6 +15,7 @@ Last line: `recovered=N lost=L seconds=X`.
 
 import argparse
 import os
+import selectors
 import signal
 import socket
 import sys
@@ -38,14 +39,17 @@ REALM = "BENCH.TEST"
 SERVICE = ("sigctl", "sc1.bench.test")
 
 
+def _socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
 def storm(port: int, requests: list[bytes], window: int) -> tuple[dict[int, bytes], float]:
     """Send every request, `window` outstanding, retransmitting after 1 s; replies by index
     (each device has its own source port range: index = order of the first send)."""
-    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(window)]
-    for sock in socks:
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-    import selectors
+    socks = [_socket() for _ in range(window)]
 
     selector = selectors.DefaultSelector()
     for slot, sock in enumerate(socks):
@@ -67,13 +71,25 @@ def storm(port: int, requests: list[bytes], window: int) -> tuple[dict[int, byte
             except BlockingIOError:
                 continue
             if slot in busy:
-                replies[busy.pop(slot)[0]] = data
+                device, _, tries = busy.pop(slot)
+                replies[device] = data
+                if tries > 1:
+                    # A late answer to the retransmission must not reach the next device
+                    # that uses this slot: give the slot a fresh socket.
+                    selector.unregister(socks[slot])
+                    socks[slot].close()
+                    socks[slot] = _socket()
+                    selector.register(socks[slot], selectors.EVENT_READ, slot)
                 free.append(slot)
         now = time.perf_counter()
         for slot, (device, sent, tries) in list(busy.items()):
             if now - sent > 1.0:
                 if tries >= 6:  # given up, as a device would after 5 retransmissions
                     del busy[slot]
+                    selector.unregister(socks[slot])
+                    socks[slot].close()
+                    socks[slot] = _socket()
+                    selector.register(socks[slot], selectors.EVENT_READ, slot)
                     free.append(slot)
                 else:
                     socks[slot].sendto(requests[device], ("127.0.0.1", port))
