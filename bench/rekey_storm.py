@@ -140,12 +140,20 @@ def main() -> None:
         finally:
             controller.stop()
     recovered = 0
+    why: dict[str, int] = {"no reply": n - len(replies)}
     for index, data in replies.items():
         try:
-            if clients[index].receive(data, 0.0).kind == "sa":
+            event = clients[index].receive(data, 0.0)
+        except Exception as exc:  # a reply that does not verify: that device is lost
+            reason = getattr(exc, "status", type(exc).__name__)
+        else:
+            if event.kind == "sa":
                 recovered += 1
-        except Exception:  # a reply that does not verify: that device is lost
-            pass
+                continue
+            reason = f"error {event.error.error_code if event.error else event.kind}"
+        why[reason] = why.get(reason, 0) + 1
+    if n - recovered:
+        print("lost:", ", ".join(f"{k}: {v}" for k, v in why.items() if v))
     print(f"{n} devices, window {args.window}: {recovered} SAs re-established in "
           f"{seconds:.2f} s ({recovered / seconds:.0f}/s) after kill -9 and restart")
     print(f"recovered={recovered} lost={n - recovered} seconds={seconds:.2f}")

@@ -7,6 +7,7 @@ Inner datagrams delivered through ESP go to the controller's services by destina
 import asyncio
 import gc
 import signal
+import socket
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -104,15 +105,28 @@ class _Datagrams(asyncio.DatagramProtocol):
         log.info("udp_error", error=str(exc))
 
 
+def _udp_socket(host: str, port: int, buffer_bytes: int) -> socket.socket:
+    """A bound UDP socket with a receive buffer for bursts (every device re-keying after a
+    restart): SO_RCVBUFFORCE when privileged, else SO_RCVBUF up to the kernel's rmem_max."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, buffer_bytes)
+    except (OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
+    sock.bind((host, port))
+    sock.setblocking(False)
+    return sock
+
+
 async def serve(settings: SigctlSettings) -> None:
     controller = Controller(settings)
     loop = asyncio.get_running_loop()
-    km, _ = await loop.create_datagram_endpoint(lambda: _Datagrams(controller.on_km),
-                                                local_addr=(settings.listen_host,
-                                                            settings.km_port))
+    km, _ = await loop.create_datagram_endpoint(
+        lambda: _Datagrams(controller.on_km),
+        sock=_udp_socket(settings.listen_host, settings.km_port, settings.udp_buffer_bytes))
     esp_transport, _ = await loop.create_datagram_endpoint(
-        lambda: _Datagrams(controller.on_esp), local_addr=(settings.listen_host,
-                                                           settings.esp_port))
+        lambda: _Datagrams(controller.on_esp),
+        sock=_udp_socket(settings.listen_host, settings.esp_port, settings.udp_buffer_bytes))
     controller.km, controller.esp = km, esp_transport
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

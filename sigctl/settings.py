@@ -22,6 +22,7 @@ class SigctlSettings(BaseSettings):
     max_skew_s: int = 300
     ack_required: bool = True
     metrics_port: int | None = None
+    udp_buffer_bytes: int = 8 * 1024 * 1024  # receive buffer for bursts of AP Requests
     # Labs and tests only, like SSLKEYLOGFILE: append each SA's keys as Wireshark esp_sa
     # records so a capture can be decrypted. Never set in production.
     esp_keylog_file: Path | None = None
