@@ -25,6 +25,7 @@ from common.ap_exchange import build_ap_req  # noqa: E402
 from common.crypto import Key  # noqa: E402
 from common.keytab import KeytabEntry, encode_keytab  # noqa: E402
 from common.km_client import KeyManagementClient  # noqa: E402
+from common.km_server import KeyManagementServer  # noqa: E402
 from common.messages.types import PrincipalName  # noqa: E402
 from common.tickets import KeyEntry, issue_ticket  # noqa: E402
 from telekey.mit_realm import free_port  # noqa: E402
@@ -75,6 +76,16 @@ def main() -> None:
                      for _ in range(n)]
     mit_requests = [build_ap_req(ticket=issued.ticket, session_key=issued.session_key,
                                  cname=cname, crealm=REALM, now=now).data for _ in range(n)]
+    # The controller core alone, in this process (no sockets, no log line): fresh requests.
+    core_requests = [KeyManagementClient(ticket=issued.ticket, session_key=issued.session_key,
+                                         cname=cname, crealm=REALM).ap_request(now)
+                     for _ in range(n)]
+    core = KeyManagementServer(principal="/".join(SERVICE), realm=REALM,
+                               keys=lambda *_: service_key, ack_required=False)
+    started = time.process_time()
+    for index, request in enumerate(core_requests):
+        core.receive_km(request, ("127.0.0.1", index), now, 0.0)
+    core_us = (time.process_time() - started) * 1e6 / n
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         keytab = base / "sc1.keytab"
@@ -125,6 +136,7 @@ def main() -> None:
           f"(wall {(n - 50) / wall_ours:.0f}/s; median {handle_us:.0f} us in the handler)")
     print(f"  MIT libkrb5    : {mit_us:8.1f} us CPU/exchange, {1e6 / mit_us:8.0f}/s/core "
           f"(wall {(n - 50) / wall_mit:.0f}/s; Python UDP loop calling krb5_rd_req+mk_rep)")
+    print(f"  core in process: {core_us:8.1f} us CPU/exchange (common/km_server.py, hot loop)")
     print(f"ap_us_per_exchange={ours_us:.1f} mit_us={mit_us:.1f} ratio={ours_us / mit_us:.2f}")
 
 
