@@ -98,3 +98,23 @@ def test_escrow_seal_and_open():
         escrow.open_sealed(record, X25519PrivateKey.generate(), "call-1")
     with pytest.raises(IntegrityError):
         escrow.open_sealed(record, authority, "call-2")
+
+
+def test_invite_admission():
+    from common.call_admission import admit_invite
+    from common.messages.restriction import DeviceRestriction
+
+    def invite(uri):
+        return sip.parse(INVITE.replace(b"sip:6115550100@LAB.TEST SIP/2.0",
+                                        uri.encode() + b" SIP/2.0"))
+
+    unprovisioned = DeviceRestriction(1, ("611", "911"))
+    reachable = {"611", "911", "6115550100"}
+    cases = [("sip:6115550100@LAB.TEST", None, 0), ("sip:6115550100@LAB.TEST", unprovisioned, 403),
+             ("sip:611@LAB.TEST", unprovisioned, 0), ("sip:911@lab.test", unprovisioned, 0),
+             ("sip:5550000@LAB.TEST", None, 404), ("sip:6115550100@OTHER.TEST", None, 404),
+             ("sip:alice@LAB.TEST", None, 404)]
+    for uri, restriction, status in cases:
+        result = admit_invite(invite(uri), realm="LAB.TEST", restriction=restriction,
+                              reachable=reachable)
+        assert result.status == status, uri
