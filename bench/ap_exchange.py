@@ -15,31 +15,24 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import (  # noqa: E402
+    REALM,
+    SERVICE,
+    controller_config,
+    cpu_seconds,
+    device_client,
+    device_ticket,
+)
 from common.ap_exchange import build_ap_req  # noqa: E402
 from common.crypto import Key  # noqa: E402
-from common.keytab import KeytabEntry, encode_keytab  # noqa: E402
-from common.km_client import KeyManagementClient  # noqa: E402
 from common.km_server import KeyManagementServer  # noqa: E402
-from common.messages.types import PrincipalName  # noqa: E402
-from common.tickets import KeyEntry, issue_ticket  # noqa: E402
-from telekey.mit_realm import free_port  # noqa: E402
 from telekey.service_process import start_service  # noqa: E402
-
-REALM = "BENCH.TEST"
-SERVICE = ("sigctl", "sc1.bench.test")
-
-
-def cpu_seconds(pid: int) -> float:
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        total += int((task / "schedstat").read_text().split()[0])
-    return total / 1e9
 
 
 def drive(port: int, requests: list[bytes], window: int) -> float:
@@ -65,21 +58,13 @@ def main() -> None:
     n = args.exchanges
     service_key = Key.random(18)
     now = datetime.now(UTC)
-    cname = PrincipalName(1, ("cta", "001a2b3c4d5e"))
-    issued = issue_ticket(realm=REALM, cname=cname, crealm=REALM,
-                          sname=PrincipalName(2, SERVICE),
-                          server_key=KeyEntry(1, service_key), session_enctype=18, flags=0,
-                          authtime=now.replace(microsecond=0),
-                          endtime=(now + timedelta(hours=10)).replace(microsecond=0))
-    ours_requests = [KeyManagementClient(ticket=issued.ticket, session_key=issued.session_key,
-                                         cname=cname, crealm=REALM).ap_request(now)
-                     for _ in range(n)]
+    issued = device_ticket(service_key, "001a2b3c4d5e", now)
+    cname = issued.part.cname
+    ours_requests = [device_client(issued).ap_request(now) for _ in range(n)]
     mit_requests = [build_ap_req(ticket=issued.ticket, session_key=issued.session_key,
                                  cname=cname, crealm=REALM, now=now).data for _ in range(n)]
     # The controller core alone, in this process (no sockets, no log line): fresh requests.
-    core_requests = [KeyManagementClient(ticket=issued.ticket, session_key=issued.session_key,
-                                         cname=cname, crealm=REALM).ap_request(now)
-                     for _ in range(n)]
+    core_requests = [device_client(issued).ap_request(now) for _ in range(n)]
     core = KeyManagementServer(principal="/".join(SERVICE), realm=REALM,
                                keys=lambda *_: service_key, ack_required=False)
     started = time.process_time()
@@ -88,9 +73,8 @@ def main() -> None:
     core_us = (time.process_time() - started) * 1e6 / n
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
+        config, km_port = controller_config(base, service_key, "ack_required = false\n")
         keytab = base / "sc1.keytab"
-        keytab.write_bytes(encode_keytab([KeytabEntry(REALM, SERVICE, 2, int(time.time()), 1,
-                                                      18, service_key.data)]))
         (base / "krb5.conf").write_text(f"[libdefaults]\n default_realm = {REALM}\n")
         (base / "rcache").mkdir()
         env = {**os.environ, "KRB5_CONFIG": str(base / "krb5.conf"),
@@ -99,11 +83,6 @@ def main() -> None:
                                 str(keytab)], stdout=subprocess.PIPE, text=True, env=env)
         assert mit.stdout is not None
         mit_port = int(mit.stdout.readline().split()[1])
-        km_port = free_port()
-        config = base / "sigctl.toml"
-        config.write_text(f'[sigctl]\nrealm = "{REALM}"\nprincipal = "{"/".join(SERVICE)}"\n'
-                          f'keytab_file = "{keytab}"\nkm_port = {km_port}\nesp_port = 0\n'
-                          "ack_required = false\n")
         ours = start_service(["sigctl", "run", "--config", str(config)], base / "sigctl.log")
         try:
             drive(km_port, ours_requests[:50], 1)  # warm-up, not counted

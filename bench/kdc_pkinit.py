@@ -21,20 +21,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import cpu_seconds  # noqa: E402
 from telekey.kdc_process import start_kdc, telekey_cmd, write_kdc_config  # noqa: E402
 from telekey.mit_realm import free_port, require_tool  # noqa: E402
 
 FIX = ROOT / "tests" / "interop" / "mit"
 REALM = "EXAMPLE.TEST"
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time of every thread of `pid`, in nanosecond resolution (/proc/PID/task/*/schedstat;
-    /proc/PID/stat counts 10 ms ticks, too coarse for a 0.2 ms TGS exchange)."""
-    total = 0
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        total += int((task / "schedstat").read_text().split()[0])
-    return total / 1e9
 
 
 def client_env(directory: Path, port: int) -> dict[str, str]:

@@ -21,22 +21,15 @@ import socket
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import controller_config, device_client, device_ticket  # noqa: E402
 from common.crypto import Key  # noqa: E402
-from common.keytab import KeytabEntry, encode_keytab  # noqa: E402
-from common.km_client import KeyManagementClient  # noqa: E402
-from common.messages.types import PrincipalName  # noqa: E402
-from common.tickets import KeyEntry, issue_ticket  # noqa: E402
-from telekey.mit_realm import free_port  # noqa: E402
 from telekey.service_process import start_service  # noqa: E402
-
-REALM = "BENCH.TEST"
-SERVICE = ("sigctl", "sc1.bench.test")
 
 
 def _socket() -> socket.socket:
@@ -109,26 +102,10 @@ def main() -> None:
     service_key = Key.random(18)
     now = datetime.now(UTC)
     print(f"making {n} device tickets and AP Requests ...", flush=True)
-    clients = []
-    for i in range(n):
-        cname = PrincipalName(1, ("cta", f"{i:012x}"))
-        issued = issue_ticket(realm=REALM, cname=cname, crealm=REALM,
-                              sname=PrincipalName(2, SERVICE),
-                              server_key=KeyEntry(1, service_key), session_enctype=18,
-                              flags=0, authtime=now.replace(microsecond=0),
-                              endtime=(now + timedelta(hours=10)).replace(microsecond=0))
-        clients.append(KeyManagementClient(ticket=issued.ticket,
-                                           session_key=issued.session_key, cname=cname,
-                                           crealm=REALM))
+    clients = [device_client(device_ticket(service_key, f"{i:012x}", now)) for i in range(n)]
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        keytab = base / "sc1.keytab"
-        keytab.write_bytes(encode_keytab([KeytabEntry(REALM, SERVICE, 2, int(time.time()), 1,
-                                                      18, service_key.data)]))
-        km_port = free_port()
-        config = base / "sigctl.toml"
-        config.write_text(f'[sigctl]\nrealm = "{REALM}"\nprincipal = "{"/".join(SERVICE)}"\n'
-                          f'keytab_file = "{keytab}"\nkm_port = {km_port}\nesp_port = 0\n')
+        config, km_port = controller_config(base, service_key)
         first = start_service(["sigctl", "run", "--config", str(config)], base / "first.log")
         os.kill(first.process.pid, signal.SIGKILL)
         first.process.wait()
