@@ -43,7 +43,6 @@ class ClientSa:
 
 @dataclass(frozen=True)
 class Pending:
-    data: bytes
     spi: int
     request: ApRequest
 
@@ -81,7 +80,7 @@ class KeyManagementClient:
                                random=self.random)
         data = pktc.encode_ap_request(request.data, server_nonce, spi, suites, reestablish,
                                       pktc.hmac_key(self.session_key))
-        self.pending = Pending(data, spi, request)
+        self.pending = Pending(spi, request)
         return data
 
     def receive(self, data: bytes, mono: float) -> Event:

@@ -62,7 +62,6 @@ class ControllerLink(asyncio.DatagramProtocol):
         self._establishing: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.exchanges = 0
-        self.handlers: dict[int, Callable[[int, bytes], None]] = {}
 
     @property
     def controller(self) -> ControllerAddress:
@@ -183,12 +182,10 @@ class ControllerLink(asyncio.DatagramProtocol):
         sa = self.sa
         if sa is None:
             return
-        next_header, datagram = sa.inbound.open(packet)
-        source, destination, payload = esp.parse_udp_datagram(datagram)
+        _, datagram = sa.inbound.open(packet)
+        source, _, payload = esp.parse_udp_datagram(datagram)
         if source == ECHO_PORT and self._reply is not None and not self._reply.done():
             self._reply.set_result(payload)
-        elif (handler := self.handlers.get(destination)) is not None:
-            handler(source, payload)
 
     def send(self, source_port: int, destination_port: int, payload: bytes) -> None:
         if self.sa is None:
