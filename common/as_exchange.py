@@ -58,8 +58,14 @@ from common.device_policy import (
 from common.errors import ClockSkew, KerberosError, MalformedMessage, ModifiedError
 from common.messages.cms import AlgorithmIdentifier, SignedData, decode_signed_data
 from common.messages.kdc_rep import encode_as_rep
-from common.messages.kdc_req import KdcReq, decode_as_req, encode_kdc_req_body
+from common.messages.kdc_req import KdcReq, KdcReqBody, decode_as_req, encode_kdc_req_body
 from common.messages.krb_error import encode_method_data, encode_typed_data
+from common.messages.padata import (
+    EtypeInfo2Entry,
+    decode_pa_enc_timestamp,
+    decode_pa_enc_ts_enc,
+    encode_etype_info2,
+)
 from common.messages.pkinit import (
     DH_PUBLIC_NUMBER,
     ID_EC_PUBLIC_KEY,
@@ -88,6 +94,7 @@ from common.messages.pkinit import (
     encode_td_dh_parameters,
 )
 from common.messages.types import (
+    AuthorizationDataEntry,
     Checksum,
     EncryptionKey,
     PaData,
@@ -216,28 +223,25 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
     if server is None:
         raise ServerUnknown("SERVER_NOT_FOUND", principal_text(body.sname))
     pa = find_padata(req.padata, PaDataType.PA_PK_AS_REQ)
+    enc_timestamp = find_padata(req.padata, PaDataType.PA_ENC_TIMESTAMP)
     freshness_key = _freshness_key(principals, policy.realm)
-    if pa is None:
+    reply_enctype = choose_enctype(req.req_body.etype, policy.enctypes)
+    if pa is not None:
+        pk_as_rep, reply_key, authorization_data = _pkinit(
+            pa, req, data, reply_enctype, policy, now, replay, state, customers, freshness_key,
+            random)
+        reply_padata: tuple[PaData, ...] = (PaData(PaDataType.PA_PK_AS_REP, pk_as_rep),)
+    elif enc_timestamp is not None and client.keys:
+        reply_key = _verify_enc_timestamp(enc_timestamp.padata_value, client, policy, now,
+                                          replay)
+        reply_padata, authorization_data = (), ()
+    else:
         methods = (PaData(PaDataType.PA_PK_AS_REQ, b""),
                    PaData(PaDataType.PA_AS_FRESHNESS, make_freshness_token(freshness_key, now)))
+        if client.keys:
+            methods += (PaData(PaDataType.PA_ENC_TIMESTAMP, b""),
+                        PaData(PaDataType.PA_ETYPE_INFO2, _etype_info2(client, body, policy)))
         raise PreauthRequired("PREAUTH_REQUIRED", e_data=encode_method_data(methods))
-
-    signed = decode_signed_data(decode_pa_pk_as_req(pa.padata_value).signed_auth_pack)
-    if signed.encap_content_info.e_content_type != ID_PKINIT_AUTH_DATA:
-        raise MalformedMessage("BAD_CONTENT_TYPE", signed.encap_content_info.e_content_type)
-    cert, binding = _bind_client_certificate(signed, body.cname, policy, now, state, customers)
-    auth_pack = decode_auth_pack(verify_signed_data(signed, cert))
-    _verify_pk_authenticator(auth_pack, req, policy, now)
-    _verify_freshness(auth_pack.pk_authenticator.freshness_token, freshness_key, policy, now)
-    if replay is not None:
-        replay.check_and_add(hashlib.sha256(signed.signer_infos[0].signature).digest(), now)
-
-    reply_enctype = choose_enctype(req.req_body.etype, policy.enctypes)
-    if auth_pack.client_public_value is None:
-        pk_as_rep, reply_key = _rsa_reply(auth_pack, cert, data, reply_enctype, policy, random)
-    else:
-        pk_as_rep, reply_key = _dh_reply(auth_pack, req, data, reply_enctype, policy, random,
-                                         state, now)
 
     server_key = server.key_for(policy.enctypes)
     if server_key is None:
@@ -258,12 +262,70 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
         realm=policy.realm, cname=body.cname, crealm=policy.realm, sname=body.sname,
         server_key=server_key, session_enctype=session_enctype, flags=flags,
         authtime=now.replace(microsecond=0), endtime=endtime.replace(microsecond=0),
-        authorization_data=(binding.authorization_data + client.authorization_data) or None,
+        authorization_data=(authorization_data + client.authorization_data) or None,
         random=random)
     rep = build_kdc_rep(msg_type=MessageType.KRB_AS_REP, issued=issued, nonce=body.nonce,
                         reply_key=reply_key, reply_usage=KeyUsage.AS_REP_ENCPART,
-                        padata=(PaData(PaDataType.PA_PK_AS_REP, pk_as_rep),), now=now)
+                        padata=reply_padata or None, now=now)
     return encode_as_rep(rep)
+
+
+def _pkinit(pa: PaData, req: KdcReq, data: bytes, reply_enctype: int, policy: AsPolicy,
+            now: datetime, replay: ReplayCache | None, state: PkinitState | None,
+            customers: CustomerStore | None, freshness_key: bytes,
+            random: Callable[[int], bytes]
+            ) -> tuple[bytes, Key, tuple[AuthorizationDataEntry, ...]]:
+    """PKINIT (RFC 4556 §3.2.2): (DER PA-PK-AS-REP, reply key, the certificate's
+    authorization data)."""
+    body = req.req_body
+    assert body.cname is not None  # checked by the caller
+    signed = decode_signed_data(decode_pa_pk_as_req(pa.padata_value).signed_auth_pack)
+    if signed.encap_content_info.e_content_type != ID_PKINIT_AUTH_DATA:
+        raise MalformedMessage("BAD_CONTENT_TYPE", signed.encap_content_info.e_content_type)
+    cert, binding = _bind_client_certificate(signed, body.cname, policy, now, state, customers)
+    auth_pack = decode_auth_pack(verify_signed_data(signed, cert))
+    _verify_pk_authenticator(auth_pack, req, policy, now)
+    _verify_freshness(auth_pack.pk_authenticator.freshness_token, freshness_key, policy, now)
+    if replay is not None:
+        replay.check_and_add(hashlib.sha256(signed.signer_infos[0].signature).digest(), now)
+    if auth_pack.client_public_value is None:
+        pk_as_rep, reply_key = _rsa_reply(auth_pack, cert, data, reply_enctype, policy, random)
+    else:
+        pk_as_rep, reply_key = _dh_reply(auth_pack, req, data, reply_enctype, policy, random,
+                                         state, now)
+    return pk_as_rep, reply_key, binding.authorization_data
+
+
+def _verify_enc_timestamp(value: bytes, client: PrincipalEntry, policy: AsPolicy,
+                          now: datetime, replay: ReplayCache | None) -> Key:
+    """Encrypted-timestamp pre-authentication (RFC 4120 §5.2.7.2) for principals with keys
+    (signaling controllers logging in with their keytab, as MIT `kinit -k` does): the
+    PA-ENC-TS-ENC decrypts with the client's key of that enctype (usage 1) and its time is
+    within the skew. The reply is encrypted in that same long-term key."""
+    encrypted = decode_pa_enc_timestamp(value)
+    entry = client.key_for((encrypted.etype,))
+    if entry is None:
+        raise PreauthFailed("NO_CLIENT_KEY_FOR_ETYPE", str(encrypted.etype))
+    try:
+        plain = entry.key.decrypt(KeyUsage.AS_REQ_PA_ENC_TIMESTAMP, encrypted.cipher)
+    except KerberosError as exc:
+        raise PreauthFailed("BAD_ENC_TIMESTAMP", exc.status) from exc
+    stamp = decode_pa_enc_ts_enc(plain)
+    when = stamp.patimestamp + timedelta(microseconds=stamp.pausec or 0)
+    if abs(when - now) > policy.max_skew:
+        raise ClockSkew("ENC_TIMESTAMP_SKEW", when.isoformat())
+    if replay is not None:
+        replay.check_and_add(hashlib.sha256(encrypted.cipher).digest(), now)
+    return entry.key
+
+
+def _etype_info2(client: PrincipalEntry, body: KdcReqBody, policy: AsPolicy) -> bytes:
+    """PA-ETYPE-INFO2 for the client's keys, in the client's order of preference; the salt is
+    the default one (realm then name components), which is what random keys are listed with."""
+    salt = policy.realm + "".join(client.name.split("/"))
+    entries = tuple(EtypeInfo2Entry(e, salt, None) for e in body.etype
+                    if client.key_for((e,)) is not None)
+    return encode_etype_info2(entries)
 
 
 def _bind_client_certificate(signed: SignedData, cname: PrincipalName, policy: AsPolicy,

@@ -120,6 +120,23 @@ def test_mit_kvno_gets_backup_controller_ticket_through_tgs(kdc, tmp_path):
     assert [e["code"] for e in events] == [0]
 
 
+def test_mit_kinit_with_a_controller_keytab_uses_encrypted_timestamp(kdc, tmp_path):
+    """A controller logs in with its keytab (PA-ENC-TIMESTAMP), as `kinit -k` does: the
+    ticket for a peer controller that the controller-to-controller link uses (issue #6)."""
+    db = f"sqlite:///{kdc.log_path.parent}/kdc.db"
+    telekey_cmd("principal", "add", "sigctl/sc2.example.test", "--random-key", "--db", db)
+    keytab = tmp_path / "sc1.keytab"
+    telekey_cmd("principal", "ktadd", "sigctl/sc1.example.test", "--keytab", str(keytab),
+                "--realm", REALM, "--db", db)
+    env = mit_env(tmp_path, kdc.port)
+    result = subprocess.run([require_tool("kinit"), "-k", "-t", str(keytab), "-S",
+                             "sigctl/sc2.example.test", f"sigctl/sc1.example.test@{REALM}"],
+                            env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "encrypted timestamp" in result.stderr.lower()
+    assert f"sigctl/sc2.example.test@{REALM}" in klist(env)
+
+
 def _bare_as_req(sname: str = f"krbtgt/{REALM}") -> bytes:
     """A new AS-REQ without pre-authentication (random nonce, as clients send: the same bytes
     twice would be a retransmission, answered from the lookaside cache)."""
