@@ -236,7 +236,7 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
                                           replay)
         reply_padata, authorization_data = (), ()
     else:
-        methods = (PaData(PaDataType.PA_PK_AS_REQ, b""),
+        methods: tuple[PaData, ...] = (PaData(PaDataType.PA_PK_AS_REQ, b""),
                    PaData(PaDataType.PA_AS_FRESHNESS, make_freshness_token(freshness_key, now)))
         if client.keys:
             methods += (PaData(PaDataType.PA_ENC_TIMESTAMP, b""),
