@@ -1,0 +1,369 @@
+"""The signaling controller's call control (seed 001, FIG. 4), telekey profile v1. No I/O.
+
+The controller is a stateful proxy for call set-up. It receives SIP from its devices (through
+their ESP SAs) and from peer controllers (through the controller-to-controller link), each
+message tagged with the `Leg` it came on, and says what to send on which leg.
+
+- **INVITE from a device.** Admission (common/call_admission.py: the unprovisioned restriction
+  → 403, unknown number → 404); 100 Trying back; then, as the *caller's controller*, a new
+  call key K and SPI s (common/call_keys.py), the media keys sealed to the escrow authority,
+  and the INVITE forwarded — with our Via on top, `From` set to the caller's line, and
+  `Call-Key: <base64 K>;spi=<s>` — to the callee's device (homed here) or to the peer
+  controller the number routes to.
+- **INVITE from a peer controller.** It must carry Call-Key (400 otherwise); the number must be
+  a line homed here (404) whose device holds an SA (480); forwarded to that device.
+- **Responses** travel back the way the request came, our Via removed. The callee's 200 must
+  carry `Call-Key-Ack: <hex ack_hash(K, s)>`, checked by the callee's controller and again by
+  the caller's; a wrong or missing one ends the call: BYE to the callee, 500 "Call Key Not
+  Acknowledged" to the caller. The caller's controller hands K and s to the caller in the
+  200 (`Call-Key`), and the caller's ACK must carry its own Call-Key-Ack; a wrong one ends
+  the call with a BYE to both sides. Only then is the ACK forwarded to the callee.
+- **CANCEL** before the final response: 200 to the CANCEL, the CANCEL forwarded; the callee's
+  487 comes back as the INVITE's final response.
+- **BYE** travels end to end between the devices over their own ESP SA; each device then
+  closes its leg with a BYE to its controller (200), which ends the call there and starts the
+  escrow record's retention. A BYE from a peer controller (it ended the call) is passed on to
+  our device.
+
+Malformed SIP is answered with its 400-class response (common/sip.py) or dropped when it
+cannot be addressed; a message for a call we do not know is 481 (requests) or dropped
+(responses). One call's failure never touches another call.
+"""
+
+import base64
+import binascii
+import hmac
+import json
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from common import sip
+from common.call_admission import admit_invite, called_number
+from common.call_keys import CALL_ENCTYPE, SRTP_PROFILES, CallKey, ack_hash, new_call_key, srtp_keys
+from common.crypto import Key
+from common.messages.restriction import DeviceRestriction
+from common.sip import SipError, SipMessage
+
+Leg = tuple[str, str]  # ("device", client principal) or ("peer", controller principal)
+MAX_ENDED = 10_000
+
+
+@dataclass(frozen=True)
+class Send:
+    leg: Leg
+    data: bytes
+
+
+@dataclass(frozen=True)
+class EscrowRecord:
+    """What the caller's controller seals for lawful intercept; `sealed` opens only with the
+    escrow authority's private key (common/escrow.py)."""
+    call_id: str
+    sealed: bytes
+
+
+@dataclass
+class Outcome:
+    sends: list[Send] = field(default_factory=list)
+    events: list[dict[str, object]] = field(default_factory=list)  # log lines, no secrets
+    escrow: EscrowRecord | None = None
+    ended: str | None = None  # Call-ID whose call ended here
+
+    def send(self, leg: Leg, message: SipMessage) -> None:
+        self.sends.append(Send(leg, sip.encode(message)))
+
+
+@dataclass
+class Call:
+    call_id: str
+    caller: Leg  # where the INVITE came from
+    callee: Leg  # where we forwarded it
+    key: CallKey
+    origin: bool  # we made the key (caller's controller)
+    terminating: bool  # the callee is one of our devices
+    received: SipMessage  # the INVITE as it came from the caller's side
+    invite: SipMessage  # as forwarded (our Via on top)
+    branch: str
+    state: str = "calling"  # calling → answered → confirmed; ended
+    answer: SipMessage | None = None
+
+
+def encode_call_key(key: CallKey) -> str:
+    return f"{base64.b64encode(key.key.data).decode()};spi={key.spi}"
+
+
+def decode_call_key(value: str) -> CallKey:
+    """Call-Key header value → CallKey; SipError 400 if it is not one."""
+    material, _, rest = value.partition(";")
+    try:
+        data = base64.b64decode(material.strip(), validate=True)
+        spi = int(rest.strip().removeprefix("spi="))
+    except (binascii.Error, ValueError) as exc:
+        raise SipError(400, "Bad Call-Key") from exc
+    if len(data) != 32 or not rest.strip().startswith("spi=") or not 256 <= spi < 2**32 - 1:
+        raise SipError(400, "Bad Call-Key")
+    return CallKey(Key(CALL_ENCTYPE, data), spi)
+
+
+def ack_matches(message: SipMessage, key: CallKey) -> bool:
+    value = message.header("call-key-ack") or ""
+    return hmac.compare_digest(value.strip().lower(), ack_hash(key.key, key.spi).hex())
+
+
+def escrow_plaintext(call_id: str, key: CallKey, profile: str) -> bytes:
+    """The media keys of a call, as sealed for the escrow authority (JSON)."""
+    forward, backward = srtp_keys(key.key, profile)
+    return json.dumps({"call_id": call_id, "srtp_profile": profile,
+                       "caller_to_callee": {"key": forward.master_key.hex(),
+                                            "salt": forward.master_salt.hex()},
+                       "callee_to_caller": {"key": backward.master_key.hex(),
+                                            "salt": backward.master_salt.hex()}}).encode()
+
+
+def _with_headers(message: SipMessage, drop: tuple[str, ...],
+                  add: list[tuple[str, str]], front: list[tuple[str, str]] | None = None
+                  ) -> SipMessage:
+    headers = [(n, v) for n, v in message.headers if n not in drop]
+    return SipMessage(message.start, tuple((front or []) + headers + add), message.body,
+                      message.is_request)
+
+
+def _without_top_via(message: SipMessage) -> SipMessage:
+    headers = list(message.headers)
+    first = next(i for i, (name, _) in enumerate(headers) if name == "via")
+    del headers[first]
+    return SipMessage(message.start, tuple(headers), message.body, message.is_request)
+
+
+class CallControl:
+    def __init__(self, *, principal: str, realm: str, lines: dict[str, str],
+                 routes: dict[str, str], online: Callable[[str], bool],
+                 seal: Callable[[bytes, str], bytes] | None = None,
+                 srtp_profile: str = "AES_CM_128_HMAC_SHA1_80",
+                 new_key: Callable[[], CallKey] = new_call_key) -> None:
+        self.principal = principal  # ours, e.g. sigctl/sc1.lab.test
+        self.realm = realm
+        self.lines = lines  # number → device principal homed here
+        self.numbers = {p: n for n, p in lines.items()}
+        self.routes = routes  # number prefix → peer controller principal
+        self.online = online  # does this device principal hold an SA now?
+        self.seal = seal  # escrow sealing; None: no lawful-intercept escrow configured
+        if srtp_profile not in SRTP_PROFILES:
+            raise ValueError(f"unknown SRTP profile {srtp_profile}")
+        self.srtp_profile = srtp_profile
+        self.new_key = new_key
+        self.calls: dict[str, Call] = {}
+        self.ended: dict[str, None] = {}  # recently ended Call-IDs (BYE of the other leg)
+
+    def route(self, number: str) -> Leg | None:
+        if number in self.lines:
+            return ("device", self.lines[number])
+        prefix = max((p for p in self.routes if number.startswith(p)), key=len, default=None)
+        return ("peer", self.routes[prefix]) if prefix is not None else None
+
+    # Entry point ---------------------------------------------------------------------
+
+    def receive(self, source: Leg, data: bytes,
+                restriction: DeviceRestriction | None = None) -> Outcome:
+        """One SIP message that arrived on `source` (with the device's restriction when the
+        source is a device)."""
+        out = Outcome()
+        try:
+            message = sip.parse(data)
+        except SipError as exc:
+            refusal = sip.refusal(data, exc)
+            if refusal is not None:
+                out.sends.append(Send(source, refusal))
+            out.events.append({"event": "sip_malformed", "leg": source[1],
+                               "status": exc.status, "reason": exc.reason})
+            return out
+        try:
+            if message.is_request:
+                self._request(source, message, restriction, out)
+            else:
+                self._response(source, message, out)
+        except SipError as exc:
+            if message.is_request and message.method != "ACK":
+                out.send(source, sip.response(message, exc.status, exc.reason))
+            out.events.append({"event": "sip_refused", "leg": source[1],
+                               "call_id": message.call_id, "status": exc.status,
+                               "reason": exc.reason})
+        return out
+
+    # Requests ------------------------------------------------------------------------
+
+    def _request(self, source: Leg, message: SipMessage,
+                 restriction: DeviceRestriction | None, out: Outcome) -> None:
+        method = message.method
+        call = self.calls.get(message.call_id)
+        if method == "INVITE":
+            if call is not None:
+                raise SipError(488, "Re-INVITE Not Supported")
+            self._invite(source, message, restriction, out)
+        elif method == "ACK":
+            if call is None or call.caller != source:
+                return  # an ACK is never answered
+            self._ack(call, message, out)
+        elif method == "CANCEL":
+            if call is None or call.caller != source:
+                raise SipError(481, "Call/Transaction Does Not Exist")
+            out.send(source, sip.response(message, 200))
+            if call.state == "calling":
+                cancel = sip.request("CANCEL", call.invite.uri, [
+                    *[(n, v) for n, v in call.invite.headers
+                      if n in ("via", "from", "to", "call-id", "max-forwards")],
+                    ("cseq", f"{call.invite.cseq[0]} CANCEL")])
+                out.send(call.callee, cancel)
+                out.events.append({"event": "call_cancelled", "call_id": call.call_id})
+        elif method == "BYE":
+            if call is None and message.call_id not in self.ended:
+                raise SipError(481, "Call/Transaction Does Not Exist")
+            if call is not None and source not in (call.caller, call.callee):
+                raise SipError(481, "Call/Transaction Does Not Exist")
+            out.send(source, sip.response(message, 200))
+            if call is not None:
+                if source[0] == "peer":
+                    # The peer ended the call (a failed key acknowledgement): tell our
+                    # device; a device's BYE only closes its own leg.
+                    other = call.callee if source == call.caller else call.caller
+                    out.send(other, _with_headers(message, ("via",), [], front=[
+                        ("via", f"SIP/2.0/UDP {self.principal};branch={call.branch}")]))
+                self._end(call, out, "bye")
+        else:
+            raise SipError(405, "Method Not Allowed")
+
+    def _invite(self, source: Leg, message: SipMessage,
+                restriction: DeviceRestriction | None, out: Outcome) -> None:
+        forwards = message.header("max-forwards") or ""
+        if not forwards.isdigit():
+            raise SipError(400, "Bad Max-Forwards")
+        if int(forwards) == 0:
+            raise SipError(483, "Too Many Hops")
+        from_peer = source[0] == "peer"
+        admission = admit_invite(message, realm=self.realm,
+                                 restriction=None if from_peer else restriction,
+                                 reachable=set(self._reachable(message, from_peer)))
+        if admission.status:
+            out.events.append({"event": "call_refused", "leg": source[1],
+                               "call_id": message.call_id, "status": admission.status,
+                               "number": admission.number,
+                               "restricted": restriction is not None})
+            raise SipError(admission.status, admission.reason)
+        number = admission.number
+        assert number is not None  # admitted
+        destination = self.route(number)
+        assert destination is not None  # reachable
+        if destination[0] == "device" and not self.online(destination[1]):
+            raise SipError(480, "Temporarily Unavailable")
+        if from_peer:
+            value = message.header("call-key")
+            if value is None:
+                raise SipError(400, "Missing Call-Key")
+            key, origin = decode_call_key(value), False
+        else:
+            key, origin = self.new_key(), True
+        out.send(source, sip.response(message, 100))
+        branch = "z9hG4bK" + secrets.token_hex(8)
+        add = [("call-key", encode_call_key(key))]
+        drop: tuple[str, ...] = ("max-forwards", "call-key")
+        if origin:
+            drop += ("from",)
+            caller_number = self.numbers.get(source[1], source[1].replace("/", "-"))
+            tag = (message.header("from") or "").partition(";tag=")[2]
+            add.insert(0, ("from", f"<sip:{caller_number}@{self.realm}>;tag={tag}"))
+        forwarded = _with_headers(message, drop, [("max-forwards", str(int(forwards) - 1)),
+                                                  *add],
+                                  front=[("via", f"SIP/2.0/UDP {self.principal};branch={branch}")])
+        call = Call(message.call_id, source, destination, key, origin,
+                    destination[0] == "device", message, forwarded, branch)
+        self.calls[call.call_id] = call
+        if origin and self.seal is not None:
+            out.escrow = EscrowRecord(call.call_id, self.seal(
+                escrow_plaintext(call.call_id, key, self.srtp_profile), call.call_id))
+        out.send(destination, forwarded)
+        out.events.append({"event": "call_invite", "call_id": call.call_id,
+                           "caller": source[1], "callee": destination[1], "number": number,
+                           "origin": origin, "spi": f"0x{key.spi:08x}"})
+
+    def _reachable(self, message: SipMessage, from_peer: bool) -> list[str]:
+        number = called_number(message, self.realm)
+        if number is None:
+            return []
+        leg = self.route(number)
+        if leg is None or (from_peer and leg[0] != "device"):
+            return []  # a peer's INVITE must end here: no transit
+        return [number]
+
+    def _ack(self, call: Call, message: SipMessage, out: Outcome) -> None:
+        if call.state != "answered":
+            return
+        if call.origin and not ack_matches(message, call.key):
+            out.events.append({"event": "call_key_ack_mismatch", "call_id": call.call_id,
+                               "leg": call.caller[1]})
+            self._bye(call, call.caller, out)
+            self._bye(call, call.callee, out)
+            self._end(call, out, "caller_ack_mismatch")
+            return
+        call.state = "confirmed"
+        ack = _with_headers(message, ("via", "max-forwards"), [("max-forwards", "69")],
+                            front=[("via", f"SIP/2.0/UDP {self.principal};branch={call.branch}")])
+        out.send(call.callee, ack)
+        out.events.append({"event": "call_confirmed", "call_id": call.call_id})
+
+    def _bye(self, call: Call, leg: Leg, out: Outcome) -> None:
+        bye = sip.request("BYE", call.invite.uri, [
+            ("via", f"SIP/2.0/UDP {self.principal};branch=z9hG4bK{secrets.token_hex(8)}"),
+            ("max-forwards", "70"), ("from", call.invite.header("from") or ""),
+            ("to", (call.answer.header("to") if call.answer else None)
+             or call.invite.header("to") or ""),
+            ("call-id", call.call_id), ("cseq", f"{call.invite.cseq[0] + 1} BYE"),
+            ("reason", 'SIP;cause=500;text="Call Key Not Acknowledged"')])
+        out.send(leg, bye)
+
+    # Responses -----------------------------------------------------------------------
+
+    def _response(self, source: Leg, message: SipMessage, out: Outcome) -> None:
+        call = self.calls.get(message.call_id)
+        if call is None or source != call.callee:
+            return
+        top = message.header("via") or ""
+        if call.branch not in top:
+            return
+        if message.cseq[1] != "INVITE":
+            return  # 200 to our CANCEL or BYE: nothing to pass on
+        status = message.status
+        if status == 100 or call.state != "calling":
+            return
+        upstream = _without_top_via(message)
+        if 200 <= status < 300:
+            if not ack_matches(message, call.key):
+                out.events.append({"event": "call_key_ack_mismatch",
+                                   "call_id": call.call_id, "leg": source[1]})
+                call.answer = message
+                self._bye(call, call.callee, out)
+                out.send(call.caller, sip.response(call.received, 500,
+                                                   "Call Key Not Acknowledged"))
+                self._end(call, out, "callee_ack_mismatch")
+                return
+            call.state = "answered"
+            call.answer = message
+            if call.origin:
+                upstream = _with_headers(upstream, ("call-key", "call-key-ack"),
+                                         [("call-key", encode_call_key(call.key))])
+            out.send(call.caller, upstream)
+            out.events.append({"event": "call_answered", "call_id": call.call_id})
+        else:
+            out.send(call.caller, upstream)
+            if status >= 300:
+                out.events.append({"event": "call_failed", "call_id": call.call_id,
+                                   "status": status})
+                self._end(call, out, f"status_{status}")
+
+    def _end(self, call: Call, out: Outcome, why: str) -> None:
+        self.calls.pop(call.call_id, None)
+        self.ended[call.call_id] = None
+        if len(self.ended) > MAX_ENDED:
+            del self.ended[next(iter(self.ended))]
+        out.ended = call.call_id
+        out.events.append({"event": "call_ended", "call_id": call.call_id, "why": why})
