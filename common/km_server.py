@@ -107,6 +107,7 @@ class KeyManagementServer:
         self.lookaside = Lookaside(window_s=2 * max_skew_s)
         self.sas: dict[int, ControllerSa] = {}  # by our inbound SPI
         self.newest: dict[Address, ControllerSa] = {}  # by device address
+        self.by_client: dict[str, ControllerSa] = {}  # newest by client principal
         self.stats = KmStats()
         self._wake_up_sent: dict[Address, float] = {}
 
@@ -186,6 +187,7 @@ class KeyManagementServer:
                           pktc.hmac_key(subkey), mono + lifetime, accepted.restriction, grace)
         self.sas[spi] = sa
         self.newest[peer] = sa
+        self.by_client[sa.client] = sa
         if previous is not None and previous.client == sa.client:
             # Packets already in flight on the old SA still arrive for a few seconds.
             previous.expires = min(previous.expires, mono + 10)
@@ -265,4 +267,6 @@ class KeyManagementServer:
             sa = self.sas.pop(spi)
             if self.newest.get(sa.peer) is sa:
                 del self.newest[sa.peer]
+            if self.by_client.get(sa.client) is sa:
+                del self.by_client[sa.client]
         return len(gone)

@@ -6,7 +6,6 @@ Every private-key operation goes through the device's TokenProvider; the methods
 token has one worker thread) and the daemon calls them from an executor."""
 
 import os
-import socket
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,9 +24,7 @@ from common.ccache import (
 from common.codes import ErrorCode
 from common.crypto import Key
 from common.errors import KerberosError
-from common.framing import RecordBuffer, encode_record
 from common.messages.cms import encode_spki
-from common.messages.kdc_rep import EncKdcRepPart
 from common.messages.krb_error import decode_krb_error
 from common.messages.ticket import decode_ticket, encode_ticket
 from common.messages.types import PrincipalName
@@ -37,6 +34,7 @@ from common.selfcert import KEY_RSA_2048, SelfCertProfile, build_self_issued, ve
 from common.tgs_client import build_tgs_req, process_tgs_rep
 from cta.device import Device
 from cta.provider import TokenEcKey, TokenProvider
+from telekey.kdc_client import credential_from_reply, kdc_exchange
 
 P256 = "1.2.840.10045.3.1.7"
 MODES = ("dh", "ecdh", "rsa")
@@ -51,32 +49,6 @@ class Obtained:
     credential: Credential
     method: str  # "DH", "ECDH", "RSA" (PKINIT) or "TGS"
     ccache: Path
-
-
-def credential_from_reply(client: CcachePrincipal, part: EncKdcRepPart,
-                          ticket: bytes) -> Credential:
-    """An MIT ccache credential from a KDC reply's decrypted part and the ticket's DER."""
-    def ts(when: datetime | None) -> int:
-        return int(when.timestamp()) if when else 0
-
-    server = CcachePrincipal(part.sname.name_type, part.srealm, part.sname.name_string)
-    return Credential(client, server, part.key.keytype, part.key.keyvalue, ts(part.authtime),
-                      ts(part.starttime), ts(part.endtime), ts(part.renew_till), False,
-                      part.flags, (), (), ticket, b"")
-
-
-def kdc_exchange(kdc: str, data: bytes, timeout: float = 10.0) -> bytes:
-    """One request/reply with a KDC over TCP (RFC 4120 §7.2.2 framing)."""
-    host, _, port = kdc.rpartition(":")
-    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
-        sock.sendall(encode_record(data))
-        buffer = RecordBuffer(1 << 20)
-        while (record := buffer.next_record()) is None:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("the KDC closed the connection")
-            buffer.feed(chunk)
-    return record
 
 
 def _refusal(reply: bytes) -> AgentError:
@@ -142,7 +114,7 @@ class Agent:
         cert = provider.certificate(certificate)
         key_label = provider.key_label_for(cert)
         # A self-issued certificate chains through the device's signing certificate.
-        chain = (provider.certificate("signing"),) if certificate != "factory" else ()
+        chain = (provider.certificate("signing"),) if certificate == "self-issued" else ()
         anchors = [provider.certificate("operator-root")]
         sname = PrincipalName(2, tuple(service.split("/"))) if service else krbtgt(self.realm)
         offset = self.offset + clock_error

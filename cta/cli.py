@@ -14,12 +14,13 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 
 from common.certs import build_ca, issue_device_certificate, issue_device_signing_certificate
+from common.errors import KerberosError
 from common.renewal import renewal_due
 from cta.agent import Agent, AgentError
-from cta.controller_link import ControllerAddress
 from cta.device import Device
 from cta.provider import take_ownership
 from telekey.files import write_private_key
+from telekey.km_link import ControllerAddress
 
 HELP = "Device agent: keys in a PKCS#11 token, PKINIT client, ticket cache."
 app = typer.Typer(help=HELP, no_args_is_help=True)
@@ -186,6 +187,61 @@ def tgs(
                f"to {path}")
 
 
+@app.command("export-cert")
+def export_cert(
+    directory: Annotated[Path, typer.Option("--dir", help="The device's directory.")],
+    label: Annotated[str, typer.Option(help="factory, signing, self-issued, operator ...")],
+    out: Annotated[Path, typer.Option(help="Where to write it (PEM).")],
+) -> None:
+    """Copy a certificate out of the token (certificates are public; keys never leave)."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    agent = _agent(directory, "", "")
+    try:
+        out.write_bytes(agent.provider.certificate(label).public_bytes(Encoding.PEM))
+    except KeyError as exc:
+        typer.echo(f"no certificate {label!r} in the token", err=True)
+        raise typer.Exit(1) from exc
+    finally:
+        agent.provider.close()
+    typer.echo(f"{out}: the token's {label} certificate")
+
+
+@app.command("install-cert")
+def install_cert(
+    directory: Annotated[Path, typer.Option("--dir", help="The device's directory.")],
+    cert: Annotated[Path, typer.Option(help="The operator-issued certificate (PEM).")],
+) -> None:
+    """Store the operator-issued device certificate in the token (label `operator`). It must
+    certify a key the token already holds (the factory key) and chain to the operator root
+    in the token; the agent logs in with it from then on."""
+    from common.pki import verify_chain
+
+    certificate = x509.load_pem_x509_certificate(cert.read_bytes())
+    agent = _agent(directory, "", "")
+    try:
+        provider = agent.provider
+        try:
+            provider.key_label_for(certificate)
+            verify_chain(certificate, [], [provider.certificate("operator-root")],
+                         datetime.now(UTC))
+        except (KeyError, KerberosError) as exc:
+            typer.echo(f"refused: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        try:
+            provider.certificate("operator")
+        except KeyError:
+            pass
+        else:
+            # Replacing would destroy the key the old certificate certifies: the factory key.
+            typer.echo("refused: the token already holds an operator certificate", err=True)
+            raise typer.Exit(1)
+        provider.store_certificate("operator", certificate)
+    finally:
+        agent.provider.close()
+    typer.echo(f"operator certificate for {certificate.subject.rfc4514_string()} installed")
+
+
 def _controller_address(principal: str, address: str) -> ControllerAddress:
     host, km_port, *esp = address.split(":")
     return ControllerAddress(principal, host, int(km_port), int(esp[0]) if esp else 4500)
@@ -211,13 +267,28 @@ def run(
     backup_controller: Annotated[list[str] | None, typer.Option(
         help="PRINCIPAL=HOST:KM_PORT[:ESP_PORT] (repeatable), in failover order.")] = None,
     keepalive: Annotated[float, typer.Option(help="Seconds between ESP echo probes.")] = 20.0,
+    number: Annotated[str | None, typer.Option(
+        help="The device's phone number (its From; the controller's lines are what count).")
+    ] = None,
+    answer: Annotated[str, typer.Option(
+        help="Incoming calls: record (answer, play --play, record), echo, or reject.")
+    ] = "record",
+    play: Annotated[Path | None, typer.Option(
+        help="8 kHz 16-bit mono WAV sent in every call (default: silence).")] = None,
+    record_dir: Annotated[Path | None, typer.Option(
+        help="Write what each call received to DIR/<Call-ID>.wav.")] = None,
+    esp_keylog: Annotated[Path | None, typer.Option(
+        help="Labs only: append device-to-device SA keys as Wireshark esp_sa records.")
+    ] = None,
+    srtp_profile: Annotated[str, typer.Option(
+        help="AES_CM_128_HMAC_SHA1_80 or AEAD_AES_128_GCM.")] = "AES_CM_128_HMAC_SHA1_80",
     json_logs: Annotated[bool, typer.Option("--json/--console")] = True,
 ) -> None:
     """The long-running agent: keeps the controller tickets fresh (renewal timers), keeps an
-    SA with the controller, and answers the management port (status, renew, selfcert, echo).
-    SIGTERM stops it."""
+    SA with the controller, places and answers calls (SRTP media), and answers the
+    management port (status, renew, selfcert, echo, call, hangup). SIGTERM stops it."""
     from common.log import configure
-    from cta.daemon import AgentConfig
+    from cta.daemon import AgentConfig, CallConfig
     from cta.daemon import run as run_daemon
     from telekey.runtime import run as run_async
 
@@ -236,8 +307,34 @@ def run(
                          controllers=tuple(controllers), keepalive_s=keepalive,
                          management_port=management_port,
                          pkinit_grace=timedelta(seconds=pkinit_grace),
-                         tgs_grace=timedelta(seconds=tgs_grace))
+                         tgs_grace=timedelta(seconds=tgs_grace),
+                         calls=CallConfig(number, answer, play, record_dir, esp_keylog,
+                                          srtp_profile))
     try:
         run_async(run_daemon(agent, config))
     finally:
         agent.provider.close()
+
+
+@app.command("echo-server")
+def echo_server(
+    principal: Annotated[str, typer.Option(help="Its principal, e.g. media/echo.lab.test.")],
+    keytab: Annotated[Path, typer.Option(exists=True, help="Its keytab (principal ktadd).")],
+    realm: Annotated[str, typer.Option()],
+    kdc: Annotated[str, typer.Option(help="host:port of the KDC (TCP).")],
+    service: Annotated[str, typer.Option(help="The controller's principal.")],
+    controller: Annotated[str, typer.Option(help="HOST:KM_PORT[:ESP_PORT] of the controller.")],
+    number: Annotated[str, typer.Option(help="The number it answers (a line at the controller).")],
+    record_dir: Annotated[Path | None, typer.Option(help="Record each call here.")] = None,
+    esp_keylog: Annotated[Path | None, typer.Option(help="Labs only: esp_sa records.")] = None,
+) -> None:
+    """A network server that answers every call and sends the caller's audio back (the
+    device-to-server call of seed 001). SIGTERM stops it."""
+    from common.log import configure
+    from cta.echo_server import run as run_server
+    from telekey.runtime import run as run_async
+
+    configure(json=True)
+    run_async(run_server(principal=principal, keytab=keytab, realm=realm, kdc=kdc,
+                         controller=_controller_address(service, controller), number=number,
+                         record_dir=record_dir, esp_keylog=esp_keylog))

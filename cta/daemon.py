@@ -15,6 +15,10 @@ It keeps the device's tickets fresh and answers its management port.
   "..."}`; lines over 64 KiB or not JSON are answered with an error, never crash the agent.
   The port grants nothing a signed request would not: self-issuance is authorised by the
   operator's signature, not by the connection.
+- **Calls** (with a controller, cta/phone.py): `{"op": "call", "number": "2002", "play":
+  "tone.wav"}` returns when the call is keyed and media flows (`setup_ms`), `{"op": "hangup",
+  "call_id": ...}` ends it (media counts, recording path). Incoming calls are answered per
+  `--answer`.
 """
 
 import asyncio
@@ -25,16 +29,30 @@ import signal
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from common.ccache import Credential
 from common.errors import KerberosError
 from common.log import get_logger
+from common.user_agent import UserAgent
 from cta.agent import Agent, AgentError
-from cta.controller_link import ControllerAddress, ControllerLink
+from cta.media import read_wav
+from cta.phone import Phone
+from telekey.km_link import ControllerAddress, ControllerLink
 
 log = get_logger("cta")
 MAX_LINE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class CallConfig:
+    number: str | None = None
+    answer: str = "record"  # record, echo, reject
+    play: Path | None = None
+    record_dir: Path | None = None
+    esp_keylog: Path | None = None
+    srtp_profile: str = "AES_CM_128_HMAC_SHA1_80"
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,7 @@ class AgentConfig:
     tgs_grace: timedelta = timedelta(minutes=10)
     controllers: tuple[ControllerAddress, ...] = ()  # primary first, then backups
     keepalive_s: float = 20.0
+    calls: CallConfig = field(default_factory=CallConfig)
 
 
 @dataclass
@@ -71,6 +90,7 @@ class AgentDaemon:
         self.wake = asyncio.Event()
         self.first_round = asyncio.Event()
         self.link: ControllerLink | None = None
+        self.phone: Phone | None = None
         self.lock = asyncio.Lock()  # one token/KDC operation at a time
         if config.backups:
             self.wanted = [Wanted(None, False)]
@@ -79,13 +99,17 @@ class AgentDaemon:
             self.wanted = [Wanted(config.service, False)]
 
     def certificate(self) -> str:
-        try:
-            cert = self.agent.provider.certificate("self-issued")
-        except KeyError:
-            return "factory"
+        """The certificate to log in with: the operator-issued one (seed 001 flow 4), else the
+        self-issued one (seed 004), while valid; else the factory certificate."""
         now = datetime.now(UTC)
-        return ("self-issued" if cert.not_valid_before_utc <= now <= cert.not_valid_after_utc
-                else "factory")
+        for label in ("operator", "self-issued"):
+            try:
+                cert = self.agent.provider.certificate(label)
+            except KeyError:
+                continue
+            if cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+                return label
+        return "factory"
 
     def _held(self, wanted: Wanted) -> Credential | None:
         for credential in self.agent.credentials():
@@ -186,7 +210,8 @@ class AgentDaemon:
         return {"principal": f"{self.agent.device.principal}@{self.agent.realm}",
                 "certificate": self.certificate(),
                 "clock_offset_s": self.agent.offset.total_seconds(), "tickets": tickets,
-                "link": self.link.status() if self.link else None}
+                "link": self.link.status() if self.link else None,
+                "calls": self.phone.status() if self.phone else None}
 
     async def handle(self, message: dict[str, Any]) -> dict[str, Any]:
         op = message.get("op")
@@ -222,6 +247,17 @@ class AgentDaemon:
                 return {"ok": False, "error": f"echo failed: {exc}"}
             return {"ok": True, "reply": reply.decode(errors="replace"),
                     "rtt_ms": round((time.perf_counter() - started) * 1000, 2)}
+        if op in ("call", "hangup"):
+            if self.phone is None:
+                return {"ok": False, "error": "no controller configured"}
+            if op == "hangup":
+                return await self.phone.hangup(str(message.get("call_id", "")))
+            play = message.get("play")
+            try:
+                samples = read_wav(Path(str(play))) if play else None
+            except (OSError, ValueError, EOFError) as exc:
+                return {"ok": False, "error": f"play: {exc}"}
+            return await self.phone.call(str(message.get("number", "")), samples)
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     async def management(self, reader: asyncio.StreamReader,
@@ -269,6 +305,14 @@ async def run(agent: Agent, config: AgentConfig) -> None:
         daemon.link = ControllerLink(list(config.controllers), daemon.ticket_for,
                                      daemon.refresh, keepalive_s=config.keepalive_s)
         await daemon.link.start()
+        calls = config.calls
+        identity = calls.number or agent.device.principal.replace("/", "-")
+        daemon.phone = Phone(UserAgent(realm=agent.realm, identity=identity), daemon.link,
+                             answer=calls.answer,
+                             play=read_wav(calls.play) if calls.play else None,
+                             record_dir=calls.record_dir, esp_keylog=calls.esp_keylog,
+                             srtp_profile=calls.srtp_profile)
+        await daemon.phone.start()
     await stop.wait()
     tickets.cancel()
     server.close()

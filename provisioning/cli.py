@@ -65,3 +65,35 @@ def certreq(
     signer = file_signer(key, x509.load_pem_x509_certificate(signer_cert.read_bytes()))
     out.write_bytes(build_request(profile, signer))
     typer.echo(f"request for {device_id} in {network_id} written to {out}")
+
+
+@app.command("device-cert")
+def device_cert(
+    factory_cert: Annotated[Path, typer.Option(help="The device's factory certificate (PEM).")],
+    number: Annotated[str, typer.Option(help="The phone number assigned to the device.")],
+    pki_dir: Annotated[Path, typer.Option(help="The operator CA (ca.pem, ca.key).")],
+    out: Annotated[Path, typer.Option(help="Where to write the certificate (PEM).")],
+    days: Annotated[int, typer.Option(help="Validity.")] = 365,
+) -> None:
+    """The operator-issued device certificate of seed 001 (flow 4): the factory key pair's
+    public key and MAC, the phone ID (SHA-256 of the number), signed by the operator CA. With
+    a matching active customer record (`telekey customer add`) it gets unrestricted tickets."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from common.certs import issue_device_certificate, phone_id
+
+    factory = x509.load_pem_x509_certificate(factory_cert.read_bytes())
+    public = factory.public_key()
+    if not isinstance(public, rsa.RSAPublicKey | ec.EllipticCurvePublicKey):
+        raise typer.BadParameter("the factory key must be RSA or ECDSA")
+    ca = x509.load_pem_x509_certificate((pki_dir / "ca.pem").read_bytes())
+    ca_key = load_pem_private_key((pki_dir / "ca.key").read_bytes(), None)
+    if not isinstance(ca_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise typer.BadParameter("the CA key must be RSA or ECDSA")
+    mac = factory.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    cert = issue_device_certificate(ca, ca_key, public, str(mac), datetime.now(UTC),
+                                    timedelta(days=days), phone_id_value=phone_id(number),
+                                    organization=str(ca.subject.get_attributes_for_oid(
+                                        x509.NameOID.ORGANIZATION_NAME)[0].value))
+    out.write_bytes(cert.public_bytes(Encoding.PEM))
+    typer.echo(f"{out}: operator certificate for {mac}, number {number}, valid {days} days")

@@ -11,3 +11,6 @@ esp_packets = Counter("telekey_sigctl_esp_packets", "ESP packets received, by ou
 wake_ups = Counter("telekey_sigctl_wake_ups", "Wake Up messages sent", registry=registry)
 security_associations = Gauge("telekey_sigctl_security_associations", "Live SAs",
                               registry=registry)
+calls = Counter("telekey_sigctl_call_events", "Call-control events (call_invite, "
+                "call_refused, call_answered, call_key_ack_mismatch, call_ended, ...)",
+                ["event"], registry=registry)

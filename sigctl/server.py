@@ -2,7 +2,11 @@
 over the sans-I/O core common/km_server.py. One log line per exchange; secrets never logged.
 
 Inner datagrams delivered through ESP go to the controller's services by destination port:
-7 = echo (the datagram comes back with the ports swapped)."""
+7 = echo (the datagram comes back with the ports swapped), 5060 = call control
+(common/call_control.py). Peer controllers are reached through a link of our own to each
+(telekey/km_link.py: an AP exchange with a ticket for the peer that our keytab gets from the
+KDC, then ESP); SIP from a peer arrives on the SA it opened to us, and is told from a
+device's by its client principal."""
 
 import asyncio
 import gc
@@ -12,15 +16,23 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from prometheus_client import start_http_server
 
 from common import esp
 from common.ap_exchange import KeytabKeys
+from common.call_control import CallControl, Leg, Outcome
+from common.ccache import Credential
+from common.escrow import seal
 from common.keytab import decode_keytab
 from common.km_server import ControllerSa, KeyManagementServer
 from common.log import get_logger
 from sigctl import metrics
+from sigctl.escrow_store import EscrowStore
 from sigctl.settings import SigctlSettings
+from telekey.kdc_client import keytab_login
+from telekey.km_link import SIP_PORT, ControllerAddress, ControllerLink
 
 log = get_logger("sigctl")
 ECHO_PORT = 7
@@ -38,7 +50,35 @@ class Controller:
             max_skew_s=settings.max_skew_s, ack_required=settings.ack_required)
         self.km: Any = None
         self.esp: Any = None
+        self.keytab = decode_keytab(settings.keytab_file.read_bytes())
+        escrow_key = None
+        self.escrow: EscrowStore | None = None
+        if settings.escrow_public_key_file is not None:
+            loaded = load_pem_public_key(settings.escrow_public_key_file.read_bytes())
+            if not isinstance(loaded, X25519PublicKey):
+                raise ValueError("escrow_public_key_file: not an X25519 public key")
+            escrow_key = loaded
+            self.escrow = EscrowStore(settings.escrow_database_url)
+        self.calls = CallControl(
+            principal=settings.principal, realm=settings.realm, lines=dict(settings.lines),
+            routes=dict(settings.routes), online=self._online,
+            seal=(lambda data, call_id: seal(data, escrow_key, call_id)) if escrow_key
+            else None, srtp_profile=settings.srtp_profile)
+        self.links: dict[str, ControllerLink] = {}
+        self.peer_tickets: dict[str, Credential] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
 
+    def _principal(self, client: str) -> str:
+        return client.removesuffix("@" + self.settings.realm)
+
+    def _online(self, principal: str) -> bool:
+        sa = self.core.by_client.get(f"{principal}@{self.settings.realm}")
+        return sa is not None and sa.expires > time.monotonic()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
     def on_km(self, data: bytes, peer: tuple[str, int]) -> None:
         started = time.perf_counter()
         exchange = self.core.receive_km(data, peer, datetime.now(UTC), time.monotonic())
@@ -74,6 +114,78 @@ class Controller:
             return
         if destination == ECHO_PORT:
             self.send(sa, esp.udp_datagram(destination, source, payload))
+        elif destination == SIP_PORT:
+            principal = self._principal(sa.client)
+            leg: Leg = ("peer" if principal in self.settings.peers else "device", principal)
+            self.signal(leg, payload, sa)
+
+    def signal(self, leg: Leg, payload: bytes, sa: ControllerSa | None = None) -> None:
+        outcome = self.calls.receive(leg, payload, sa.restriction if sa else None)
+        self.act(outcome)
+
+    def act(self, outcome: Outcome) -> None:
+        for event in outcome.events:
+            name = str(event.pop("event"))
+            metrics.calls.labels(name).inc()
+            log.info(name, **event)
+        if self.escrow is not None and outcome.escrow is not None:
+            self.escrow.add(outcome.escrow.call_id, outcome.escrow.sealed,
+                            self.settings.principal, self.settings.max_call_s)
+        if self.escrow is not None and outcome.ended is not None:
+            self.escrow.ended(outcome.ended, self.settings.escrow_retention_s)
+        for send in outcome.sends:
+            if send.leg[0] == "device":
+                sa = self.core.by_client.get(f"{send.leg[1]}@{self.settings.realm}")
+                if sa is None:
+                    log.info("sip_undeliverable", leg=send.leg[1])
+                    continue
+                self.send(sa, esp.udp_datagram(SIP_PORT, SIP_PORT, send.data))
+            else:
+                self._spawn(self._to_peer(send.leg[1], send.data))
+
+    async def _to_peer(self, peer: str, data: bytes) -> None:
+        link = self.links.get(peer)
+        if link is None:
+            log.info("sip_undeliverable", leg=peer, reason="no link configured")
+            return
+        try:
+            await link.send_signal(data)
+        except (TimeoutError, ConnectionError) as exc:
+            log.warning("peer_unreachable", peer=peer, error=str(exc))
+
+    # Links to peer controllers -------------------------------------------------------
+
+    def _peer_ticket(self, principal: str) -> Credential | None:
+        return self.peer_tickets.get(principal)
+
+    async def _renew_peer_tickets(self) -> None:
+        if self.settings.kdc is None:
+            log.warning("no_kdc_for_peer_tickets")
+            await asyncio.sleep(5)
+            return
+        loop = asyncio.get_running_loop()
+        for peer in self.settings.peers:
+            try:
+                self.peer_tickets[peer] = await loop.run_in_executor(None, lambda p=peer: (
+                    keytab_login(str(self.settings.kdc), self.keytab,
+                                 client=self.settings.principal, service=p,
+                                 realm=self.settings.realm)))
+                log.info("peer_ticket", peer=peer)
+            except (OSError, KeyError, ValueError) as exc:
+                log.warning("peer_ticket_failed", peer=peer, error=str(exc))
+                await asyncio.sleep(2)
+
+    async def start_links(self) -> None:
+        for principal, address in self.settings.peers.items():
+            host, km_port, *esp_port = address.split(":")
+            link = ControllerLink(
+                [ControllerAddress(principal, host, int(km_port),
+                                   int(esp_port[0]) if esp_port else 4500)],
+                self._peer_ticket, self._renew_peer_tickets,
+                on_signal=lambda data, p=principal: self.signal(("peer", p), data),
+                local_host=self.settings.listen_host)
+            self.links[principal] = link
+            await link.start()
 
     def send(self, sa: ControllerSa, datagram: bytes) -> None:
         self.esp.sendto(self.core.seal(sa, datagram), sa.peer)
@@ -128,6 +240,7 @@ async def serve(settings: SigctlSettings) -> None:
         lambda: _Datagrams(controller.on_esp),
         sock=_udp_socket(settings.listen_host, settings.esp_port, settings.udp_buffer_bytes))
     controller.km, controller.esp = km, esp_transport
+    await controller.start_links()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -153,6 +266,10 @@ async def serve(settings: SigctlSettings) -> None:
                          spi=f"0x{sa.inbound.spi:08x}")
             if controller.core.expire(mono):
                 metrics.security_associations.set(len(controller.core.sas))
+            if controller.escrow is not None and int(mono) % 60 == 0:
+                purged = controller.escrow.purge()
+                if purged:
+                    log.info("escrow_purged", records=purged)
 
     sweeper = asyncio.create_task(expire())
     # Everything allocated so far lives as long as the process: keep it out of the cyclic

@@ -27,6 +27,19 @@ class SigctlSettings(BaseSettings):
     # records so a capture can be decrypted. Never set in production.
     esp_keylog_file: Path | None = None
     log_json: bool = True
+    # Calls (issue #6). Lines: number → principal of a device or server homed here. Routes:
+    # number prefix → peer controller principal; peers: that principal → HOST:KM[:ESP].
+    lines: dict[str, str] = {}
+    routes: dict[str, str] = {}
+    peers: dict[str, str] = {}
+    kdc: str | None = None  # HOST:PORT (TCP): tickets for the peer links, by our keytab
+    srtp_profile: str = "AES_CM_128_HMAC_SHA1_80"
+    # Lawful-intercept escrow: media keys of calls we originate, sealed to this X25519 public
+    # key (PEM); kept for the call and escrow_retention_s after it.
+    escrow_public_key_file: Path | None = None
+    escrow_database_url: str = "sqlite:///sigctl-escrow.db"
+    escrow_retention_s: int = 86_400
+    max_call_s: int = 14_400
 
     @classmethod
     def from_toml(cls, path: Path) -> "SigctlSettings":

@@ -19,6 +19,7 @@ def _add_groups() -> None:
     from keyserver.cli import app as keyserver
     from provisioning.cli import app as provisioning
     from sigctl.cli import app as sigctl
+    from sigctl.escrow_cli import app as escrow
 
     for name, group in (("kdc", kdc), ("sigctl", sigctl), ("cta", cta),
                         ("keyserver", keyserver), ("provisioning", provisioning)):
@@ -27,6 +28,7 @@ def _add_groups() -> None:
     app.add_typer(principal_app, name="principal")
     app.add_typer(cert_app, name="cert")
     app.add_typer(customer_app, name="customer")
+    app.add_typer(escrow, name="escrow")
     from cta.cli import ca_app
 
     cert_app.registered_commands.extend(ca_app.registered_commands)

@@ -1,6 +1,9 @@
-"""The device's link to its signaling controller: key management over UDP and signaling over
+"""A link to a signaling controller, as its client: key management over UDP and signaling over
 ESP in UDP, one socket for both (the controller answers key management from its km port and
-ESP from its ESP port, which is how the two are told apart).
+ESP from its ESP port, which is how the two are told apart). Devices (`cta run`), network
+servers and other controllers (the controller-to-controller link) all hold one.
+
+Inner datagrams the controller sends to our SIP port (5060) go to `on_signal`.
 
 - An AP exchange with the controller ticket held in the ccache sets up the SA, at start and
   whenever needed. AP Requests are retransmitted up to 5 times: every 1 s when the device
@@ -31,9 +34,10 @@ from common.log import get_logger
 from common.messages.ticket import decode_ticket
 from common.messages.types import PrincipalName
 
-log = get_logger("cta")
+log = get_logger("km_link")
 ECHO_PORT = 7
-LOCAL_PORT = 5060
+LOCAL_PORT = 5060  # our inner SIP port, also the source of echo requests
+SIP_PORT = 5060
 
 
 @dataclass(frozen=True)
@@ -47,8 +51,12 @@ class ControllerAddress:
 class ControllerLink(asyncio.DatagramProtocol):
     def __init__(self, controllers: list[ControllerAddress],
                  ticket_for: Callable[[str], Credential | None],
-                 renew: Callable[[], Awaitable[None]], *, keepalive_s: float = 20.0) -> None:
+                 renew: Callable[[], Awaitable[None]], *, keepalive_s: float = 20.0,
+                 on_signal: Callable[[bytes], None] | None = None,
+                 local_host: str = "127.0.0.1") -> None:
         self.controllers = controllers
+        self.on_signal = on_signal
+        self.local_host = local_host
         self.current = 0
         self.ticket_for = ticket_for
         self.renew = renew
@@ -69,7 +77,7 @@ class ControllerLink(asyncio.DatagramProtocol):
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.create_datagram_endpoint(lambda: self, local_addr=("127.0.0.1", 0))
+        await loop.create_datagram_endpoint(lambda: self, local_addr=(self.local_host, 0))
         self.establish()
         self._spawn(self._keepalive())
 
@@ -183,9 +191,17 @@ class ControllerLink(asyncio.DatagramProtocol):
         if sa is None:
             return
         _, datagram = sa.inbound.open(packet)
-        source, _, payload = esp.parse_udp_datagram(datagram)
+        source, destination, payload = esp.parse_udp_datagram(datagram)
         if source == ECHO_PORT and self._reply is not None and not self._reply.done():
             self._reply.set_result(payload)
+        elif destination == SIP_PORT and self.on_signal is not None:
+            self.on_signal(payload)
+
+    async def send_signal(self, payload: bytes, timeout: float = 10.0) -> None:
+        """Send SIP to the controller, waiting for an SA if there is none yet."""
+        if self.sa is None:
+            await asyncio.wait_for(self.sa_ready.wait(), timeout)
+        self.send(SIP_PORT, SIP_PORT, payload)
 
     def send(self, source_port: int, destination_port: int, payload: bytes) -> None:
         if self.sa is None:
