@@ -92,8 +92,11 @@ class MediaSession(asyncio.DatagramProtocol):
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
 
-    def start(self, remote: MediaDescription) -> None:
+    def start(self, remote: MediaDescription, play: bool = True) -> None:
+        """Send to `remote` from now on (echoes included); `play` starts the source too."""
         self.remote = (remote.host, remote.rtp_port)
+        if not play:
+            return
         if isinstance(self.source, array):
             self._task = asyncio.ensure_future(self._play(self.source))
         else:

@@ -152,7 +152,9 @@ class Phone(asyncio.DatagramProtocol):
             if not active.done.done():
                 active.done.set_result(event)
             self._finish(active, call.why)
-        elif event.kind == "confirmed":
+        elif event.kind == "confirmed" and active is not None:
+            assert call.remote_media is not None
+            active.media.start(call.remote_media)
             log.info("call_confirmed", call_id=call.call_id)
 
     async def _incoming(self, call: UaCall) -> None:
@@ -170,7 +172,8 @@ class Phone(asyncio.DatagramProtocol):
         replies = self.ua.answer(call, MediaDescription(self.host, rtp_port, self.esp_port,
                                                         call.secrets.profile))
         self._keylog(call)
-        media.start(call.remote_media)
+        # Echoes may go at once; our own audio waits for the ACK, when the caller holds keys.
+        media.start(call.remote_media, play=False)
         log.info("call_incoming", call_id=call.call_id, rtp_port=rtp_port,
                  spi_in=f"0x{call.secrets.esp_in.spi:08x}")
         self._to_controller(replies)

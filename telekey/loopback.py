@@ -16,6 +16,16 @@ from telekey.service_process import ServiceProcess, start_service
 REALM = "LAB.TEST"
 
 
+def toml_value(value: object) -> str:
+    """A TOML value: inline tables for dicts (quoted keys), JSON for the rest."""
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {toml_value(v)}"
+                               for k, v in value.items()) + "}"
+    if isinstance(value, Path):
+        return json.dumps(str(value))
+    return json.dumps(value)
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "telekey", *args], capture_output=True,
                           text=True, timeout=120)
@@ -37,22 +47,32 @@ class Lab:
         self.processes: list[ServiceProcess] = [self.kdc]
         self.controllers: dict[str, dict] = {}
 
-    def controller(self, name: str, **settings: object) -> ServiceProcess:
-        principal = f"sigctl/{name}.lab.test"
-        keytab = self.root / f"{name}.keytab"
+    def reserve(self, name: str) -> dict:
+        """The controller's principal, keytab and ports, made once (before it starts, so
+        peers can name each other)."""
         if name not in self.controllers:
+            principal = f"sigctl/{name}.lab.test"
+            keytab = self.root / f"{name}.keytab"
             telekey_cmd("principal", "add", principal, "--random-key", "--db", self.db)
             telekey_cmd("principal", "ktadd", principal, "--keytab", str(keytab), "--realm",
                         REALM, "--db", self.db)
             self.controllers[name] = {"principal": principal, "km_port": free_port(),
-                                      "esp_port": free_port(), "starts": 0}
-        info = self.controllers[name]
+                                      "esp_port": free_port(), "starts": 0, "keytab": keytab}
+        return self.controllers[name]
+
+    def address(self, name: str) -> str:
+        info = self.reserve(name)
+        return f"127.0.0.1:{info['km_port']}:{info['esp_port']}"
+
+    def controller(self, name: str, **settings: object) -> ServiceProcess:
+        info = self.reserve(name)
+        principal, keytab = info["principal"], info["keytab"]
         info["starts"] += 1
         lines = [f'realm = "{REALM}"', f'principal = "{principal}"',
                  f'keytab_file = "{settings.pop("keytab", keytab)}"',
                  f"km_port = {info['km_port']}", f"esp_port = {info['esp_port']}",
                  f'esp_keylog_file = "{self.root / "esp_sa"}"']
-        lines += [f"{k} = {json.dumps(v)}" for k, v in settings.items()]
+        lines += [f"{k} = {toml_value(v)}" for k, v in settings.items()]
         config = self.root / f"{name}.toml"
         config.write_text("[sigctl]\n" + "\n".join(lines) + "\n")
         process = start_service(["sigctl", "run", "--config", str(config)],
@@ -61,13 +81,52 @@ class Lab:
         info["process"] = process
         return process
 
-    def device(self, mac: str, controller: str, *extra: str) -> ServiceProcess:
+    def manufacture(self, mac: str) -> Path:
         directory = self.root / mac.replace(":", "")
         if not directory.exists():
             result = cli("cta", "manufacture", "--mac", mac, "--dir", str(directory),
                          "--manufacturer-ca", str(self.root / "maker"), "--operator-root",
                          str(self.pki / "ca.pem"))
             assert result.returncode == 0, result.stderr
+        return directory
+
+    def provision(self, mac: str, number: str) -> Path:
+        """Seed 001 flow 4: a customer record for `number`, and the operator-issued
+        certificate (factory key, phone ID) installed in the device's token."""
+        directory = self.manufacture(mac)
+        factory, operator = directory / "factory.pem", directory / "operator.pem"
+        for args in (("cta", "export-cert", "--dir", str(directory), "--label", "factory",
+                      "--out", str(factory)),
+                     ("provisioning", "device-cert", "--factory-cert", str(factory),
+                      "--number", number, "--pki-dir", str(self.pki), "--out", str(operator)),
+                     ("cta", "install-cert", "--dir", str(directory), "--cert", str(operator)),
+                     ("customer", "add", "--number", number, "--mac", mac, "--db", self.db)):
+            result = cli(*args)
+            assert result.returncode == 0, result.stderr
+        return directory
+
+    def principal_keytab(self, principal: str) -> Path:
+        """A principal with random keys and its keytab (network servers, test clients)."""
+        keytab = self.root / (principal.replace("/", "_") + ".keytab")
+        if not keytab.exists():
+            telekey_cmd("principal", "add", principal, "--random-key", "--db", self.db)
+            telekey_cmd("principal", "ktadd", principal, "--keytab", str(keytab), "--realm",
+                        REALM, "--db", self.db)
+        return keytab
+
+    def echo_server(self, principal: str, controller: str, number: str) -> ServiceProcess:
+        keytab = self.principal_keytab(principal)
+        process = start_service(
+            ["telekey", "cta", "echo-server", "--principal", principal, "--keytab",
+             str(keytab), "--realm", REALM, "--kdc", f"127.0.0.1:{self.kdc.port}",
+             "--service", self.controllers[controller]["principal"], "--controller",
+             self.address(controller), "--number", number, "--esp-keylog",
+             str(self.root / "esp_sa")], self.root / f"{principal.replace('/', '_')}.log")
+        self.processes.append(process)
+        return process
+
+    def device(self, mac: str, controller: str, *extra: str) -> ServiceProcess:
+        directory = self.manufacture(mac)
         info = self.controllers[controller]
         process = start_service(
             ["telekey", "cta", "run", "--dir", str(directory), "--realm", REALM, "--kdc",
@@ -111,7 +170,7 @@ class Capture:
         self.path = path
         self.process = subprocess.Popen(
             ["tshark", "-i", "lo", "-w", str(path), "-f",
-             " or ".join(f"udp port {p}" for p in ports)],
+             " or ".join(f"udp port {p}" for p in ports) or "udp"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         assert self.process.stderr is not None
         for line in self.process.stderr:
