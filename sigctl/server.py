@@ -183,7 +183,8 @@ class Controller:
                                    int(esp_port[0]) if esp_port else 4500)],
                 self._peer_ticket, self._renew_peer_tickets,
                 on_signal=lambda data, p=principal: self.signal(("peer", p), data),
-                local_host=self.settings.listen_host)
+                local_host=self.settings.listen_host,
+                keepalive_s=self.settings.peer_keepalive_s)
             self.links[principal] = link
             await link.start()
 

@@ -33,6 +33,7 @@ class SigctlSettings(BaseSettings):
     routes: dict[str, str] = {}
     peers: dict[str, str] = {}
     kdc: str | None = None  # HOST:PORT (TCP): tickets for the peer links, by our keytab
+    peer_keepalive_s: float = 20.0  # ESP echo on each peer link (finds a restarted peer)
     srtp_profile: str = "AES_CM_128_HMAC_SHA1_80"
     # Lawful-intercept escrow: media keys of calls we originate, sealed to this X25519 public
     # key (PEM); kept for the call and escrow_retention_s after it.

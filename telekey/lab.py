@@ -13,7 +13,11 @@ lists that.
 
 Part 3, the signaling controller (issue #5): two devices set up SAs with a controller, echo
 through ESP, survive a kill -9 of the controller without PKINIT; tshark decodes the capture.
-Issue #6 grows this into the full scenario with calls.
+
+Part 4, calls (issue #6), as a timeline with per-step latencies: two controllers, provisioned
+and unprovisioned devices, calls across controllers and to the echo server with audio checked
+both ways, a kill -9 of a controller and a call after it; a pcap of everything, keytabs and
+esp_sa stay in the work directory.
 """
 
 import subprocess
@@ -214,6 +218,129 @@ def run_controller_part(directory: Path) -> None:
         lab.close()
 
 
+class Timeline:
+    """Prints each step with the time since the start and how long the step took."""
+
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.last = self.start
+
+    def mark(self, text: str) -> None:
+        now = time.monotonic()
+        typer.echo(f"    [{now - self.start:7.2f} s] {text}  ({(now - self.last) * 1000:.0f} ms)")
+        self.last = now
+
+
+def run_call_part(directory: Path) -> None:
+    """Issue #6: the whole story with calls, as a timeline."""
+    import os
+    import signal
+
+    from cta.media import read_wav
+    from telekey.loopback import CallLab, events, manage, wait_for
+
+    directory.mkdir(parents=True, exist_ok=True)
+    step("calls (seed 001): two controllers, provisioned devices, SRTP media, escrow")
+    clock = Timeline()
+    lab = CallLab(directory, keepalive_s=1.0)
+    clock.mark(f"realm, operator CA, manufacturer CA, escrow key pair; KDC on "
+               f"127.0.0.1:{lab.kdc.port}; tshark capturing")
+    try:
+        lab.start_controller("sc1")
+        lab.start_controller("sc2")
+        clock.mark("controllers sc1 (lines 1001, 1009, 611; routes 2* to sc2) and sc2 "
+                   "(line 2002; routes 1*, 6* to sc1) started, keytabs from principal ktadd")
+        lab.start_devices()
+        clock.mark("devices manufactured (SoftHSM tokens); A=1001 and B=2002 provisioned "
+                   "(operator certificates + customer records); U left unprovisioned; all "
+                   "logged in by PKINIT and hold SAs; echo server 611 up")
+        for name, device in (("A", lab.a), ("B", lab.b), ("U", lab.u)):
+            ticket, sa = events(device, "ticket")[0], events(device, "sa_established")[0]
+            typer.echo(f"        {name}: PKINIT {ticket['method']} with the "
+                       f"{ticket['certificate']} certificate {ticket['ms']} ms, SA "
+                       f"{sa['spi_in']} {sa['suite']} {sa['ms']} ms")
+
+        def call(label: str, device: object, number: str, wav: str, expect_back: str) -> str:
+            reply = manage(device, op="call", number=number, play=str(lab.wav[wav]))
+            if not reply["ok"]:
+                raise RuntimeError(f"{label}: {reply}")
+            clock.mark(f"{label}: INVITE -> both ends keyed, media flowing in "
+                       f"{reply['setup_ms']} ms (Call-ID {reply['call_id']})")
+            done = manage(device, op="hangup", call_id=reply["call_id"])
+            back = read_wav(Path(done["recording"]))
+            verdict = "equals" if len(back) and back == _pcmu(read_wav(lab.wav[expect_back])) \
+                else "DIFFERS FROM"
+            clock.mark(f"{label}: hung up; {done['sent']} SRTP packets sent, "
+                       f"{done['received']} received; what came back {verdict} what "
+                       f"{expect_back.upper()} played")
+            if verdict != "equals":
+                raise RuntimeError(f"{label}: audio differs")
+            return str(reply["call_id"])
+
+        first = call("A calls B across sc1 -> sc2", lab.a, "2002", "a", "b")
+        call("A calls the echo server 611", lab.a, "611", "a", "a")
+        refused = manage(lab.u, op="call", number="2002")
+        clock.mark(f"unprovisioned U calls 2002: {refused.get('status')} (restricted ticket)")
+        call("U calls customer service 611", lab.u, "611", "u", "u")
+
+        os.kill(lab.controllers["sc2"]["process"].process.pid, signal.SIGKILL)
+        lab.controllers["sc2"]["process"].process.wait()
+        devices = (lab.a, lab.b, lab.u)
+        before = sum(len(events(d, "ticket")) for d in devices)
+        restarted = lab.start_controller("sc2")
+        clock.mark("kill -9 of sc2 and a restart: every SA it held is gone")
+        peer = lab.controllers["sc1"]["principal"]
+        wait_for(lambda: {e.get("client", "").split("@")[0]
+                          for e in events(restarted, "ap_request")} >=
+                 {lab.principals[lab.B_MAC], peer}, timeout=30)
+        clock.mark(f"B and sc1's link are back on sc2 (Wake Up, AP exchange with the tickets "
+                   f"they hold); new device logins at the KDC: "
+                   f"{sum(len(events(d, 'ticket')) for d in devices) - before}")
+        call("after the restart, A calls B again", lab.a, "2002", "a", "b")
+        lab.capture.stop()
+        opened = subprocess.run(
+            [*_telekey(), "escrow", "open", "--call-id", first, "--key",
+             str(lab.escrow_key), "--db", lab.escrow_db, "--who", "lab"],
+            capture_output=True, text=True, timeout=60, check=True)
+        clock.mark(f"escrow authority opens the first call's record: "
+                   f"{len(opened.stdout.splitlines())} lines of keys (access recorded)")
+        esp_sa = directory / "esp_sa"
+        count = subprocess.run(
+            ["tshark", "-r", str(lab.capture.path), *_udpencap(lab),
+             "-o", "esp.enable_encryption_decode:TRUE",
+             *[a for line in esp_sa.read_text().splitlines() for a in ("-o",
+                                                                       f"uat:esp_sa:{line}")],
+             "-Y", "sip", "-T", "fields", "-e", "sip.Method", "-e", "sip.Status-Code"],
+            capture_output=True, text=True, timeout=120, check=True).stdout.split()
+        clock.mark(f"tshark decrypts the capture with esp_sa: {count.count('INVITE')} INVITEs, "
+                   f"{count.count('BYE')} BYEs, {count.count('200')} 200s dissected; files: "
+                   f"{lab.capture.path}, {esp_sa}, {directory}/*.keytab")
+    finally:
+        lab.close()
+
+
+def _pcmu(samples: object) -> object:
+    from common.rtp import ulaw_decode, ulaw_encode
+
+    return ulaw_decode(ulaw_encode(samples))  # type: ignore[arg-type]
+
+
+def _telekey() -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "telekey"]
+
+
+def _udpencap(lab: object) -> list[str]:
+    from telekey.loopback import manage
+
+    ports = [lab.controllers[n]["esp_port"] for n in ("sc1", "sc2")]  # type: ignore[attr-defined]
+    ports += [manage(d, op="status")["calls"]["esp_port"]
+              for d in (lab.a, lab.b, lab.u)]  # type: ignore[attr-defined]
+    ports.append(lab.echo.listening["esp_port"])  # type: ignore[attr-defined]
+    return [a for port in ports for a in ("-d", f"udp.port=={port},udpencap")]
+
+
 def run_lab(workdir: Path | None = None) -> None:
     started = time.monotonic()
     directory = Path(workdir or tempfile.mkdtemp(prefix="telekey-lab-"))
@@ -221,6 +348,7 @@ def run_lab(workdir: Path | None = None) -> None:
     run_kdc_part(directory)
     run_device_part(directory)
     run_controller_part(directory / "controller")
+    run_call_part(directory / "calls")
     step(f"MIT Kerberos realm {REALM} on loopback (working files in {directory})")
     realm = start_mit_realm(directory)
     try:
@@ -271,4 +399,5 @@ def run_lab(workdir: Path | None = None) -> None:
     step(f"lab finished in {time.monotonic() - started:.1f} s: telekey's KDC serves MIT's "
          "clients and telekey's devices, devices keep their keys in their tokens, and the "
          "foundation reads and writes MIT's formats, devices keep SAs with their controller and "
-         "survive its restart without PKINIT (calls: issue #6)")
+         "survive its restart without PKINIT, and calls carry SRTP media keyed by their "
+         "controllers")

@@ -198,3 +198,72 @@ def decode_capture(capture: Path, *, pktc_port: int, esp_port: int, keytab: Path
          "esp.enable_authentication_check:TRUE", *uat, "-V"],
         capture_output=True, text=True, timeout=120, check=True)
     return out.stdout
+
+
+class CallLab(Lab):
+    """Issue #6's network: escrow authority, controllers sc1 and sc2 linked to each other,
+    provisioned devices A (1001, on sc1) and B (2002, on sc2), unprovisioned device U (on
+    sc1), and the echo server (611, customer service, on sc1); tshark captures every UDP
+    packet on loopback into calls.pcap. WAV tones a, b, u are what A, B and U play."""
+
+    A_MAC, B_MAC, U_MAC = "00:1a:2b:3c:4d:0a", "00:1a:2b:3c:4d:0b", "00:1a:2b:3c:4d:0c"
+    ECHO = "media/echo.lab.test"
+
+    def __init__(self, root: Path, keepalive_s: float = 20.0) -> None:
+        from cta.media import tone, write_wav
+
+        super().__init__(root)
+        self.keepalive_s = keepalive_s
+        self.principals = {mac: "cta/" + mac.replace(":", "")
+                           for mac in (self.A_MAC, self.B_MAC, self.U_MAC)}
+        escrow_dir = root / "escrow"
+        result = cli("escrow", "keygen", "--dir", str(escrow_dir))
+        assert result.returncode == 0, result.stderr
+        self.escrow_key = escrow_dir / "escrow.key"
+        self.escrow_public = escrow_dir / "escrow.pub"
+        self.escrow_db = f"sqlite:///{root}/sc1-escrow.db"
+        self.reserve("sc1")
+        self.reserve("sc2")
+        self.capture = Capture(root / "calls.pcap", [])
+        self.wav = {}
+        for name, seconds, frequency in (("a", 1.2, 440.0), ("b", 0.6, 660.0),
+                                         ("u", 0.8, 300.0)):
+            self.wav[name] = root / f"{name}.wav"
+            write_wav(self.wav[name], tone(seconds, frequency))
+        for name in ("a", "b", "u"):
+            (root / f"rec-{name}").mkdir(exist_ok=True)
+
+    def start_controller(self, name: str) -> ServiceProcess:
+        a, b, u = (self.principals[m] for m in (self.A_MAC, self.B_MAC, self.U_MAC))
+        other = "sc2" if name == "sc1" else "sc1"
+        common = {"kdc": f"127.0.0.1:{self.kdc.port}", "peer_keepalive_s": self.keepalive_s,
+                  "peers": {self.controllers[other]["principal"]: self.address(other)}}
+        if name == "sc1":
+            return self.controller("sc1", lines={"1001": a, "1009": u, "611": self.ECHO},
+                                   routes={"2": self.controllers["sc2"]["principal"]},
+                                   escrow_public_key_file=self.escrow_public,
+                                   escrow_database_url=self.escrow_db, **common)
+        return self.controller("sc2", lines={"2002": b},
+                               routes={"1": self.controllers["sc1"]["principal"],
+                                       "6": self.controllers["sc1"]["principal"]}, **common)
+
+    def start_devices(self) -> None:
+        keylog = str(self.root / "esp_sa")
+        self.provision(self.A_MAC, "1001")
+        self.provision(self.B_MAC, "2002")
+        self.manufacture(self.U_MAC)  # stays unprovisioned: factory certificate only
+        common = ("--esp-keylog", keylog, "--keepalive", str(self.keepalive_s))
+        self.a = self.device(self.A_MAC, "sc1", "--number", "1001", "--record-dir",
+                             str(self.root / "rec-a"), *common)
+        self.b = self.device(self.B_MAC, "sc2", "--number", "2002", "--record-dir",
+                             str(self.root / "rec-b"), "--play", str(self.wav["b"]), *common)
+        self.u = self.device(self.U_MAC, "sc1", "--record-dir", str(self.root / "rec-u"),
+                             *common)
+        self.echo = self.echo_server(self.ECHO, "sc1", "611")
+        for device in (self.a, self.b, self.u):
+            wait_for(lambda d=device: (manage(d, op="status")["link"] or {}).get("sa"))
+
+    def close(self) -> None:
+        super().close()
+        if self.capture.process.poll() is None:
+            self.capture.stop()

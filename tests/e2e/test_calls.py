@@ -12,13 +12,10 @@ import pytest
 from pylibsrtp import Policy, Session
 
 from common.rtp import decode_rtp, ulaw_decode, ulaw_encode
-from cta.media import read_wav, tone, write_wav
-from telekey.loopback import REALM, Capture, Lab, events, manage, wait_for
+from cta.media import read_wav
+from telekey.loopback import REALM, CallLab, events, manage, wait_for
 
 pytestmark = pytest.mark.e2e
-A_MAC, B_MAC, U_MAC = "00:1a:2b:3c:4d:0a", "00:1a:2b:3c:4d:0b", "00:1a:2b:3c:4d:0c"
-A, B, U = (f"cta/{m.replace(':', '')}" for m in (A_MAC, B_MAC, U_MAC))
-ECHO = "media/echo.lab.test"
 
 
 def expected(samples: array) -> array:
@@ -28,45 +25,12 @@ def expected(samples: array) -> array:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("calls")
-    lab = Lab(root)
-    escrow_dir = root / "escrow"
-    result = subprocess.run([sys.executable, "-m", "telekey", "escrow", "keygen", "--dir",
-                             str(escrow_dir)], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    lab.escrow_key = escrow_dir / "escrow.key"
-    lab.escrow_db = f"sqlite:///{root}/sc1-escrow.db"
-    sc1, sc2 = lab.reserve("sc1"), lab.reserve("sc2")
-    lab.capture = Capture(root / "calls.pcap", [])  # every UDP packet on lo
-    lab.controller("sc1", kdc=f"127.0.0.1:{lab.kdc.port}",
-                   lines={"1001": A, "1009": U, "611": ECHO}, routes={"2": sc2["principal"]},
-                   peers={sc2["principal"]: lab.address("sc2")},
-                   escrow_public_key_file=escrow_dir / "escrow.pub",
-                   escrow_database_url=lab.escrow_db)
-    lab.controller("sc2", kdc=f"127.0.0.1:{lab.kdc.port}", lines={"2002": B},
-                   routes={"1": sc1["principal"], "6": sc1["principal"]},
-                   peers={sc1["principal"]: lab.address("sc1")})
-    lab.provision(A_MAC, "1001")
-    lab.provision(B_MAC, "2002")
-    lab.manufacture(U_MAC)  # stays unprovisioned: factory certificate only
-    lab.wav = {}
-    for name, seconds, frequency in (("a", 1.2, 440.0), ("b", 0.6, 660.0), ("u", 0.8, 300.0)):
-        lab.wav[name] = root / f"{name}.wav"
-        write_wav(lab.wav[name], tone(seconds, frequency))
-    keylog = str(root / "esp_sa")
-    for name in ("a", "b", "u"):
-        (root / f"rec-{name}").mkdir()
-    lab.a = lab.device(A_MAC, "sc1", "--number", "1001", "--record-dir", str(root / "rec-a"),
-                       "--esp-keylog", keylog)
-    lab.b = lab.device(B_MAC, "sc2", "--number", "2002", "--record-dir", str(root / "rec-b"),
-                       "--esp-keylog", keylog, "--play", str(lab.wav["b"]))
-    lab.u = lab.device(U_MAC, "sc1", "--record-dir", str(root / "rec-u"), "--esp-keylog", keylog)
-    lab.echo = lab.echo_server(ECHO, "sc1", "611")
-    for device in (lab.a, lab.b, lab.u):
-        wait_for(lambda d=device: (manage(d, op="status")["link"] or {}).get("sa"))
+    lab = CallLab(tmp_path_factory.mktemp("calls"))
+    lab.start_controller("sc1")
+    lab.start_controller("sc2")
+    lab.start_devices()
     yield lab
     lab.close()
-    lab.capture.stop()
 
 
 def _recording(path):
