@@ -205,6 +205,11 @@ class Phone(asyncio.DatagramProtocol):
         active.media.close()
         summary: dict[str, Any] = {"call_id": active.call.call_id, "why": why,
                                    "duration_s": round(time.monotonic() - active.started, 3),
+                                   "setup_ms": active.keyed_ms,
+                                   # INVITE sent (or received) → first media from the peer.
+                                   "media_ms": None if active.media.first_received is None
+                                   else round((active.media.first_received - active.started)
+                                              * 1000, 2),
                                    **active.media.stats()}
         if self.record_dir is not None:
             path = self.record_dir / f"{active.call.call_id}.wav"
