@@ -273,8 +273,9 @@ def run(
     answer: Annotated[str, typer.Option(
         help="Incoming calls: record (answer, play --play, record), echo, or reject.")
     ] = "record",
-    play: Annotated[Path | None, typer.Option(
-        help="8 kHz 16-bit mono WAV sent in every call (default: silence).")] = None,
+    play: Annotated[str | None, typer.Option(
+        help="Sent in every call: an 8 kHz 16-bit mono WAV file or tone[:HZ[:SECONDS]] "
+             "(default: silence).")] = None,
     record_dir: Annotated[Path | None, typer.Option(
         help="Write what each call received to DIR/<Call-ID>.wav.")] = None,
     esp_keylog: Annotated[Path | None, typer.Option(

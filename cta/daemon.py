@@ -37,7 +37,7 @@ from common.errors import KerberosError
 from common.log import get_logger
 from common.user_agent import UserAgent
 from cta.agent import Agent, AgentError
-from cta.media import read_wav
+from cta.media import load_source
 from cta.phone import Phone
 from telekey.km_link import ControllerAddress, ControllerLink
 
@@ -49,7 +49,7 @@ MAX_LINE = 64 * 1024
 class CallConfig:
     number: str | None = None
     answer: str = "record"  # record, echo, reject
-    play: Path | None = None
+    play: str | None = None  # a WAV file or tone[:FREQUENCY[:SECONDS]]
     record_dir: Path | None = None
     esp_keylog: Path | None = None
     srtp_profile: str = "AES_CM_128_HMAC_SHA1_80"
@@ -254,7 +254,7 @@ class AgentDaemon:
                 return await self.phone.hangup(str(message.get("call_id", "")))
             play = message.get("play")
             try:
-                samples = read_wav(Path(str(play))) if play else None
+                samples = load_source(str(play)) if play else None
             except (OSError, ValueError, EOFError) as exc:
                 return {"ok": False, "error": f"play: {exc}"}
             return await self.phone.call(str(message.get("number", "")), samples)
@@ -309,7 +309,7 @@ async def run(agent: Agent, config: AgentConfig) -> None:
         identity = calls.number or agent.device.principal.replace("/", "-")
         daemon.phone = Phone(UserAgent(realm=agent.realm, identity=identity), daemon.link,
                              answer=calls.answer,
-                             play=read_wav(calls.play) if calls.play else None,
+                             play=load_source(calls.play) if calls.play else None,
                              record_dir=calls.record_dir, esp_keylog=calls.esp_keylog,
                              srtp_profile=calls.srtp_profile)
         await daemon.phone.start()

@@ -57,6 +57,15 @@ def write_wav(path: Path, samples: array) -> None:  # type: ignore[type-arg]
         wav.writeframes(samples.tobytes())
 
 
+def load_source(spec: str) -> array:  # type: ignore[type-arg]
+    """What to play: `tone[:FREQUENCY[:SECONDS]]` (default 440 Hz, 2 s) or a WAV file."""
+    if spec == "tone" or spec.startswith("tone:"):
+        parts = spec.split(":")[1:]
+        return tone(float(parts[1]) if len(parts) > 1 else 2.0,
+                    float(parts[0]) if parts else 440.0)
+    return read_wav(Path(spec))
+
+
 def tone(seconds: float, frequency: float = 440.0) -> array:  # type: ignore[type-arg]
     return array("h", (int(8000 * math.sin(2 * math.pi * frequency * n / RATE))
                        for n in range(int(seconds * RATE))))
