@@ -87,6 +87,7 @@ class Call:
     branch: str
     state: str = "calling"  # calling → answered → confirmed; ended
     answer: SipMessage | None = None
+    started: float = 0.0  # monotonic seconds, for expire()
 
 
 def encode_call_key(key: CallKey) -> str:
@@ -155,6 +156,7 @@ class CallControl:
         self.new_key = new_key
         self.calls: dict[str, Call] = {}
         self.ended: dict[str, None] = {}  # recently ended Call-IDs (BYE of the other leg)
+        self._now = 0.0
 
     def route(self, number: str) -> Leg | None:
         if number in self.lines:
@@ -165,10 +167,11 @@ class CallControl:
     # Entry point ---------------------------------------------------------------------
 
     def receive(self, source: Leg, data: bytes,
-                restriction: DeviceRestriction | None = None) -> Outcome:
+                restriction: DeviceRestriction | None = None, mono: float = 0.0) -> Outcome:
         """One SIP message that arrived on `source` (with the device's restriction when the
-        source is a device)."""
+        source is a device) at monotonic time `mono`."""
         out = Outcome()
+        self._now = mono
         try:
             message = sip.parse(data)
         except SipError as exc:
@@ -276,7 +279,8 @@ class CallControl:
                                                   *add],
                                   front=[("via", f"SIP/2.0/UDP {self.principal};branch={branch}")])
         call = Call(message.call_id, source, destination, key, origin,
-                    destination[0] == "device", message, forwarded, branch)
+                    destination[0] == "device", message, forwarded, branch,
+                    started=self._now)
         self.calls[call.call_id] = call
         if origin and self.seal is not None:
             out.escrow = EscrowRecord(call.call_id, self.seal(
@@ -359,6 +363,15 @@ class CallControl:
                 out.events.append({"event": "call_failed", "call_id": call.call_id,
                                    "status": status})
                 self._end(call, out, f"status_{status}")
+
+    def expire(self, mono: float, max_call_s: float) -> list[Outcome]:
+        """End calls older than `max_call_s` (a device that vanished never sends its BYE)."""
+        outcomes = []
+        for call in [c for c in self.calls.values() if mono - c.started > max_call_s]:
+            out = Outcome()
+            self._end(call, out, "max_call_duration")
+            outcomes.append(out)
+        return outcomes
 
     def _end(self, call: Call, out: Outcome, why: str) -> None:
         self.calls.pop(call.call_id, None)

@@ -120,7 +120,8 @@ class Controller:
             self.signal(leg, payload, sa)
 
     def signal(self, leg: Leg, payload: bytes, sa: ControllerSa | None = None) -> None:
-        outcome = self.calls.receive(leg, payload, sa.restriction if sa else None)
+        outcome = self.calls.receive(leg, payload, sa.restriction if sa else None,
+                                     time.monotonic())
         self.act(outcome)
 
     def act(self, outcome: Outcome) -> None:
@@ -267,6 +268,8 @@ async def serve(settings: SigctlSettings) -> None:
                          spi=f"0x{sa.inbound.spi:08x}")
             if controller.core.expire(mono):
                 metrics.security_associations.set(len(controller.core.sas))
+            for outcome in controller.calls.expire(mono, settings.max_call_s):
+                controller.act(outcome)
             if controller.escrow is not None and int(mono) % 60 == 0:
                 purged = controller.escrow.purge()
                 if purged:

@@ -211,3 +211,13 @@ def test_a_call_key_header_round_trips_and_rejects_junk():
         with pytest.raises(sip.SipError) as err:
             decode_call_key(bad)
         assert err.value.status == 400
+
+
+def test_a_call_without_bye_expires_after_max_call_duration():
+    net = Network()
+    control = net.controllers[SC1]
+    call = net.call(A, "2002")
+    assert call.call_id in control.calls
+    assert control.expire(3600.0, 7200) == []
+    (outcome,) = control.expire(7201.0, 7200)
+    assert outcome.ended == call.call_id and call.call_id not in control.calls

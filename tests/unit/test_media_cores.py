@@ -94,3 +94,38 @@ def test_controller_and_user_agent_take_any_bytes(data):
     for leg in (("device", "cta/a"), ("peer", "sigctl/sc2")):
         control.receive(leg, data)
     UserAgent(realm="LAB.TEST", identity="1001").receive_from_controller(data)
+
+
+@pytest.mark.parametrize("profile", ["AES_CM_128_HMAC_SHA1_80", "AEAD_AES_128_GCM"])
+def test_srtp_profiles_round_trip_through_libsrtp_and_hide_the_payload(profile):
+    from common.call_keys import CallKey, srtp_keys
+    from common.crypto import Key
+    from cta.media import srtp_session
+
+    forward, backward = srtp_keys(CallKey(Key(18, bytes(range(32))), 4096).key, profile)
+    sender = srtp_session(forward, profile, outbound=True)
+    receiver = srtp_session(forward, profile, outbound=False)
+    wrong = srtp_session(backward, profile, outbound=False)
+    packet = encode_rtp(RtpPacket(0, 7, 160, 99, b"audio-frame" * 14))
+    protected = sender.protect(packet)
+    assert b"audio-frame" not in protected
+    assert len(protected) == len(packet) + (16 if profile == "AEAD_AES_128_GCM" else 10)
+    assert receiver.unprotect(protected) == packet
+    from pylibsrtp import Error
+
+    with pytest.raises(Error):
+        wrong.unprotect(protected)
+
+
+def test_escrow_records_are_purged_after_their_retention(tmp_path):
+    from sigctl.escrow_store import EscrowStore
+
+    store = EscrowStore(f"sqlite:///{tmp_path}/escrow.db")
+    store.add("call-1", b"sealed-1", "sigctl/sc1", max_call_s=3600)
+    store.add("call-2", b"sealed-2", "sigctl/sc1", max_call_s=3600)
+    store.ended("call-1", retention_s=0)
+    assert store.purge() == 1
+    assert store.sealed("call-1", "officer") is None
+    assert store.sealed("call-2", "officer") == b"sealed-2"
+    assert [r for _, _, r in store.accesses("call-1")] == ["not_found"]
+    assert (tmp_path / "escrow.db").stat().st_mode & 0o777 == 0o600
