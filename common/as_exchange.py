@@ -201,8 +201,11 @@ def principal_text(name: PrincipalName) -> str:
 def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, now: datetime,
                   replay: ReplayCache | None = None, state: PkinitState | None = None,
                   customers: CustomerStore | None = None,
-                  random: Callable[[int], bytes] = os.urandom) -> bytes:
+                  random: Callable[[int], bytes] = os.urandom,
+                  notes: dict[str, str] | None = None) -> bytes:
     """Process one AS-REQ; return the DER AS-REP or raise a KerberosError for the edge.
+    `notes`, when given, receives `client`, `server` and the pre-authentication `method`
+    (for the edge's log line).
 
     `replay` remembers verified signed requests for the skew window: the same signed AuthPack
     presented twice is refused with KRB_AP_ERR_REPEAT (34).
@@ -213,6 +216,9 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
         raise WrongRealm("WRONG_REALM", body.realm)
     if body.cname is None or body.sname is None:
         raise MalformedMessage("MISSING_NAME", "AS-REQ without cname or sname")
+    if notes is not None:
+        notes["client"] = principal_text(body.cname)
+        notes["server"] = principal_text(body.sname)
     client = principals.get_principal(principal_text(body.cname))
     if client is None and body.cname.name_string[:1] == (DEVICE_PREFIX,):
         # Devices need no database entry: their certificate is the credential.
@@ -226,6 +232,9 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
     enc_timestamp = find_padata(req.padata, PaDataType.PA_ENC_TIMESTAMP)
     freshness_key = _freshness_key(principals, policy.realm)
     reply_enctype = choose_enctype(req.req_body.etype, policy.enctypes)
+    if notes is not None:
+        notes["method"] = ("PKINIT" if pa is not None else "ENC-TIMESTAMP"
+                           if enc_timestamp is not None and client.keys else "NONE")
     if pa is not None:
         pk_as_rep, reply_key, authorization_data = _pkinit(
             pa, req, data, reply_enctype, policy, now, replay, state, customers, freshness_key,

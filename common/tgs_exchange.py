@@ -32,10 +32,14 @@ class NoTgt(KerberosError):
 def handle_tgs_req(data: bytes, *, realm: str, principals: PrincipalStore, now: datetime,
                    enctypes: tuple[int, ...], max_skew: timedelta,
                    default_lifetime: timedelta, replay: ReplayCache | None = None,
-                   random: Callable[[int], bytes] = os.urandom) -> bytes:
-    """Process one TGS-REQ; return the DER TGS-REP or raise a KerberosError."""
+                   random: Callable[[int], bytes] = os.urandom,
+                   notes: dict[str, str] | None = None) -> bytes:
+    """Process one TGS-REQ; return the DER TGS-REP or raise a KerberosError. `notes`, when
+    given, receives `server` and, once the TGT verifies, `client` (for the edge's log line)."""
     req = decode_tgs_req(data)
     body = req.req_body
+    if notes is not None and body.sname is not None:
+        notes["server"] = "/".join(body.sname.name_string)
     pa = find_padata(req.padata, PaDataType.PA_TGS_REQ)
     if pa is None:
         raise NoTgt("NO_PA_TGS_REQ")
@@ -55,6 +59,8 @@ def handle_tgs_req(data: bytes, *, realm: str, principals: PrincipalStore, now: 
                              usage_auth=KeyUsage.TGS_REQ_AUTH,
                              usage_cksum=KeyUsage.TGS_REQ_AUTH_CKSUM, require_checksum=True)
     part, auth, session = accepted.ticket, accepted.authenticator, accepted.session_key
+    if notes is not None:
+        notes["client"] = accepted.client
 
     if body.sname is None:
         raise MalformedMessage("MISSING_NAME", "TGS-REQ without sname")

@@ -84,16 +84,18 @@ class Kdc:
                      code=0, duration_ms=round((time.perf_counter() - started) * 1000, 3))
             return cached
         status, code = "OK", 0
+        notes: dict[str, str] = {}
         try:
             if kind == "as_req":
                 reply = handle_as_req(data, policy=self.policy, principals=self.principals,
                                       now=now, replay=self.replay, state=self.state,
-                                      customers=self.principals)
+                                      customers=self.principals, notes=notes)
             elif kind == "tgs_req":
                 reply = handle_tgs_req(
                     data, realm=self.policy.realm, principals=self.principals, now=now,
                     enctypes=self.policy.enctypes, max_skew=self.policy.max_skew,
-                    default_lifetime=self.policy.default_lifetime, replay=self.replay)
+                    default_lifetime=self.policy.default_lifetime, replay=self.replay,
+                    notes=notes)
             else:
                 raise MalformedMessage("NOT_A_KDC_REQUEST", f"first byte {data[:1].hex()}")
         except KerberosError as exc:
@@ -111,7 +113,7 @@ class Kdc:
         metrics.requests.labels(kind or "unknown", str(code)).inc()
         metrics.processing.labels(kind or "unknown").observe(elapsed)
         log.info(kind or "unknown", peer=peer, transport=transport, status=status, code=code,
-                 duration_ms=round(elapsed * 1000, 3))
+                 duration_ms=round(elapsed * 1000, 3), **notes)
         return reply
 
     def _error(self, exc: BaseException, now: datetime) -> bytes:

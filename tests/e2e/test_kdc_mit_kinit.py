@@ -118,6 +118,11 @@ def test_mit_kvno_gets_backup_controller_ticket_through_tgs(kdc, tmp_path):
     assert f"krbtgt/{REALM}@{REALM}" in listing and f"sigctl/sc2.example.test@{REALM}" in listing
     events = [e for e in kdc.log_events() if e.get("event") == "tgs_req"]
     assert [e["code"] for e in events] == [0]
+    # One summary line per request names who asked for what (STYLE §6).
+    assert events[0]["client"] == f"phone1@{REALM}"
+    assert events[0]["server"] == "sigctl/sc2.example.test"
+    logins = [e for e in kdc.log_events() if e.get("event") == "as_req" and e["code"] == 0]
+    assert logins[0]["client"] == "phone1" and logins[0]["method"] == "PKINIT"
 
 
 def test_mit_kinit_with_a_controller_keytab_uses_encrypted_timestamp(kdc, tmp_path):
@@ -135,6 +140,9 @@ def test_mit_kinit_with_a_controller_keytab_uses_encrypted_timestamp(kdc, tmp_pa
     assert result.returncode == 0, result.stderr[-3000:]
     assert "encrypted timestamp" in result.stderr.lower()
     assert f"sigctl/sc2.example.test@{REALM}" in klist(env)
+    done = [e for e in kdc.log_events() if e.get("event") == "as_req" and e["code"] == 0]
+    assert done[-1]["method"] == "ENC-TIMESTAMP"
+    assert done[-1]["client"] == "sigctl/sc1.example.test"
 
 
 def _bare_as_req(sname: str = f"krbtgt/{REALM}") -> bytes:
