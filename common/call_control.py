@@ -18,6 +18,10 @@ message tagged with the `Leg` it came on, and says what to send on which leg.
   Acknowledged" to the caller. The caller's controller hands K and s to the caller in the
   200 (`Call-Key`), and the caller's ACK must carry its own Call-Key-Ack; a wrong one ends
   the call with a BYE to both sides. Only then is the ACK forwarded to the callee.
+- **Retransmissions.** No timer runs here: the caller repeats its INVITE until a response
+  comes (timer A) and the callee its 200 until the ACK comes (timer G). A repeated INVITE is
+  answered 100 again and passed on (or, once answered, our 200 is repeated); a repeated 200
+  and a repeated ACK are passed on. So a datagram lost on any hop costs a retry, not the call.
 - **CANCEL** before the final response: 200 to the CANCEL, the CANCEL forwarded; the callee's
   487 comes back as the INVITE's final response.
 - **BYE** travels end to end between the devices over their own ESP SA; each device then
@@ -87,6 +91,7 @@ class Call:
     branch: str
     state: str = "calling"  # calling → answered → confirmed; ended
     answer: SipMessage | None = None
+    upstream_answer: SipMessage | None = None  # the 200 as we passed it on (repeated as is)
     started: float = 0.0  # monotonic seconds, for expire()
 
 
@@ -201,6 +206,10 @@ class CallControl:
         method = message.method
         call = self.calls.get(message.call_id)
         if method == "INVITE":
+            if call is not None and call.caller == source and \
+                    message.cseq == call.received.cseq:
+                self._invite_again(call, out)
+                return
             if call is not None:
                 raise SipError(488, "Re-INVITE Not Supported")
             self._invite(source, message, restriction, out)
@@ -299,8 +308,18 @@ class CallControl:
             return []  # a peer's INVITE must end here: no transit
         return [number]
 
+    def _invite_again(self, call: Call, out: Outcome) -> None:
+        """A retransmitted INVITE (RFC 3261 §17.1.1.2; the caller's timer A drives recovery
+        end to end): answer 100 again and pass it on, or repeat the 200 we already sent."""
+        out.send(call.caller, sip.response(call.received, 100))
+        if call.upstream_answer is not None:
+            out.send(call.caller, call.upstream_answer)
+        elif call.state == "calling":
+            out.send(call.callee, call.invite)
+        out.events.append({"event": "invite_retransmission", "call_id": call.call_id})
+
     def _ack(self, call: Call, message: SipMessage, out: Outcome) -> None:
-        if call.state != "answered":
+        if call.state not in ("answered", "confirmed"):
             return
         if call.origin and not ack_matches(message, call.key):
             out.events.append({"event": "call_key_ack_mismatch", "call_id": call.call_id,
@@ -309,11 +328,13 @@ class CallControl:
             self._bye(call, call.callee, out)
             self._end(call, out, "caller_ack_mismatch")
             return
+        first = call.state == "answered"
         call.state = "confirmed"
         ack = _with_headers(message, ("via", "max-forwards"), [("max-forwards", "69")],
                             front=[("via", f"SIP/2.0/UDP {self.principal};branch={call.branch}")])
-        out.send(call.callee, ack)
-        out.events.append({"event": "call_confirmed", "call_id": call.call_id})
+        out.send(call.callee, ack)  # again too: the callee repeats its 200 until it has one
+        if first:
+            out.events.append({"event": "call_confirmed", "call_id": call.call_id})
 
     def _bye(self, call: Call, leg: Leg, out: Outcome) -> None:
         bye = sip.request("BYE", call.invite.uri, [
@@ -337,7 +358,13 @@ class CallControl:
         if message.cseq[1] != "INVITE":
             return  # 200 to our CANCEL or BYE: nothing to pass on
         status = message.status
-        if status == 100 or call.state != "calling":
+        if status == 100:
+            return
+        if call.state != "calling":
+            if 200 <= status < 300 and call.upstream_answer is not None and \
+                    ack_matches(message, call.key):
+                # The callee repeats its 200 until the ACK arrives: pass the repeat on.
+                out.send(call.caller, call.upstream_answer)
             return
         upstream = _without_top_via(message)
         if 200 <= status < 300:
@@ -355,6 +382,7 @@ class CallControl:
             if call.origin:
                 upstream = _with_headers(upstream, ("call-key", "call-key-ack"),
                                          [("call-key", encode_call_key(call.key))])
+            call.upstream_answer = upstream
             out.send(call.caller, upstream)
             out.events.append({"event": "call_answered", "call_id": call.call_id})
         else:

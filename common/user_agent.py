@@ -8,6 +8,10 @@ the call key, they speak directly over their own ESP SA and send SRTP media to e
   with an ACK carrying `Call-Key-Ack` = ack_hash(K, s).
 - An INVITE from the controller carries Call-Key (400 without one, 488 for bad SDP): `answer`
   gives 180 and a 200 with our SDP and the Call-Key-Ack; `reject` any 4xx-6xx.
+- Retransmission is the endpoints' job (RFC 3261 timers A and G, run by the daemon): the
+  caller repeats `call.sent` until a response comes, the callee `call.responses[-1]` until
+  the ACK comes; a repeated INVITE is answered with our responses again, a repeated 200
+  with our ACK again.
 - `hangup` gives a BYE for the peer device (over the call's ESP SA) and a BYE closing our leg
   with the controller; a BYE from the peer is answered 200 and closes our leg the same way.
   A BYE from the controller (key acknowledgement failed) ends the call.
@@ -62,6 +66,9 @@ class UaCall:
     answer: SipMessage | None = None
     status: int = 0  # the final status when refused
     why: str = ""
+    sent: bytes = b""  # our INVITE (caller), repeated until a response comes (timer A)
+    responses: list[bytes] = field(default_factory=list)  # our 180/200 (callee), repeated
+    ack: bytes = b""  # our ACK (caller), repeated when the 200 is
 
 
 @dataclass
@@ -93,8 +100,9 @@ class UserAgent:
             ("content-type", "application/sdp")],
             encode_sdp(media, secrets.randbits(31)))
         call = UaCall(call_id, True, media, message)
+        call.sent = sip.encode(message)
         self.calls[call_id] = call
-        return call, sip.encode(message)
+        return call, call.sent
 
     def cancel(self, call: UaCall) -> bytes:
         invite = call.invite
@@ -145,7 +153,10 @@ class UserAgent:
                            [sip.encode(sip.response(message, exc.status, exc.reason))])
 
     def _incoming(self, message: SipMessage) -> UaEvent:
-        if message.call_id in self.calls:
+        known = self.calls.get(message.call_id)
+        if known is not None and not known.caller and message.cseq == known.invite.cseq:
+            return UaEvent("ignored", known, list(known.responses))  # a retransmission
+        if known is not None:
             raise SipError(488, "Re-INVITE Not Supported")
         value = message.header("call-key")
         if value is None:
@@ -176,7 +187,8 @@ class UserAgent:
         ok = _replace(ok, "to", to)
         call.answer = ok
         call.state = "answered"
-        return [sip.encode(ringing), sip.encode(ok)]
+        call.responses = [sip.encode(ringing), sip.encode(ok)]
+        return list(call.responses)
 
     def reject(self, call: UaCall, status: int = 486) -> bytes:
         self._end(call, f"rejected {status}")
@@ -196,7 +208,8 @@ class UserAgent:
             self._end(call, f"{status} {message.start[2]}")
             return UaEvent("refused", call)
         if call.state not in ("calling", "ringing"):
-            return UaEvent("ignored", call)  # a retransmitted 200
+            # A repeated 200: our ACK was lost, so send it again.
+            return UaEvent("ignored", call, [call.ack] if call.ack else [])
         try:
             key = decode_call_key(message.header("call-key") or "")
             remote = parse_sdp(message.body)
@@ -214,7 +227,8 @@ class UserAgent:
             ("to", message.header("to") or ""), ("call-id", call.call_id),
             ("cseq", f"{call.invite.cseq[0]} ACK"),
             ("call-key-ack", ack_hash(key.key, key.spi).hex())])
-        return UaEvent("answered", call, [sip.encode(ack)])
+        call.ack = sip.encode(ack)
+        return UaEvent("answered", call, [call.ack])
 
     # Hanging up ----------------------------------------------------------------------
 

@@ -95,6 +95,7 @@ class Phone(asyncio.DatagramProtocol):
         self.active[call.call_id] = active
         log.info("call_invite", call_id=call.call_id, number=number)
         await self.link.send_signal(invite)
+        self._spawn(self._repeat(active, lambda: call.state == "calling", call.sent))
         try:
             event = await asyncio.wait_for(asyncio.shield(active.done), timeout)
         except TimeoutError:
@@ -106,6 +107,20 @@ class Phone(asyncio.DatagramProtocol):
         return {"ok": True, "call_id": call.call_id, "setup_ms": active.keyed_ms,
                 "rtp_port": rtp_port, "peer": call.remote_media.__dict__
                 if call.remote_media else None}
+
+    async def _repeat(self, active: Active, pending: Any, data: bytes) -> None:
+        """RFC 3261 timers A (INVITE until a response) and G (200 until the ACK): resend
+        after 0.5 s, doubling to 4 s, while `pending()` holds, for at most 8 s."""
+        interval, waited = 0.5, 0.0
+        while waited < 8.0:
+            await asyncio.sleep(interval)
+            waited += interval
+            if not pending() or active.call.call_id not in self.active:
+                return
+            log.info("sip_retransmission", call_id=active.call.call_id,
+                     message=data.split(b" ", 1)[0].decode(errors="replace"))
+            await self.link.send_signal(data)
+            interval = min(interval * 2, 4.0)
 
     async def hangup(self, call_id: str) -> dict[str, Any]:
         active = self.active.get(call_id)
@@ -177,6 +192,7 @@ class Phone(asyncio.DatagramProtocol):
         log.info("call_incoming", call_id=call.call_id, rtp_port=rtp_port,
                  spi_in=f"0x{call.secrets.esp_in.spi:08x}")
         self._to_controller(replies)
+        self._spawn(self._repeat(active, lambda: call.state == "answered", replies[-1]))
 
     # Device to device ----------------------------------------------------------------
 

@@ -39,11 +39,22 @@ class Network:
         self.events = []
         self.escrow = {}
         self.answer = True
+        self.drops = []  # (receiver, first bytes): lost once each
+
+    def lost(self, who, data):
+        for drop in self.drops:
+            if drop[0] == who and data.startswith(drop[1]):
+                self.drops.remove(drop)
+                self.log.append((who, "LOST " + data.split(b"\r\n", 1)[0].decode()))
+                return True
+        return False
 
     def media(self, port):
         return MediaDescription("127.0.0.1", port, port + 1)
 
     def to_controller(self, controller, leg: Leg, data):
+        if self.lost(controller, data):
+            return
         self.log.append((controller, data.split(b"\r\n", 1)[0].decode()))
         out = self.controllers[controller].receive(leg, data, self.restriction.get(leg[1]))
         self.events += out.events
@@ -56,6 +67,8 @@ class Network:
                 self.to_controller(send.leg[1], ("peer", controller), send.data)
 
     def to_agent(self, who, data):
+        if self.lost(who, data):
+            return
         self.log.append((who, data.split(b"\r\n", 1)[0].decode()))
         ua = self.agents[who]
         event = ua.receive_from_controller(data)
@@ -221,3 +234,47 @@ def test_a_call_without_bye_expires_after_max_call_duration():
     assert control.expire(3600.0, 7200) == []
     (outcome,) = control.expire(7201.0, 7200)
     assert outcome.ended == call.call_id and call.call_id not in control.calls
+
+
+def _b_call(net):
+    return next(iter(net.agents[B].by_spi.values()), None)
+
+
+def test_a_lost_invite_is_recovered_by_the_callers_retransmission():
+    net = Network()
+    net.drops = [(B, b"INVITE")]
+    call = net.call(A, "2002")
+    assert call.state == "calling" and _b_call(net) is None
+    net.to_controller(SC1, ("device", A), call.sent)  # timer A fires
+    assert call.state == "confirmed" and _b_call(net).state == "confirmed"
+    assert "invite_retransmission" in kinds(net)
+
+
+def test_a_lost_200_is_repeated_from_the_callers_controller():
+    net = Network()
+    net.drops = [(A, b"SIP/2.0 200")]
+    call = net.call(A, "2002")
+    assert call.state == "ringing"
+    net.to_controller(SC1, ("device", A), call.sent)
+    assert call.state == "confirmed" and _b_call(net).state == "confirmed"
+    assert call.secrets.key.key.data == _b_call(net).secrets.key.key.data
+
+
+def test_a_lost_ack_is_recovered_by_the_callees_repeated_200():
+    net = Network()
+    net.drops = [(B, b"ACK")]
+    call = net.call(A, "2002")
+    b_call = _b_call(net)
+    assert call.state == "confirmed" and b_call.state == "answered"
+    net.to_controller(SC2, ("device", B), b_call.responses[-1])  # timer G fires
+    assert b_call.state == "confirmed"
+    assert [line for who, line in net.log if who == A].count("SIP/2.0 200 OK") == 2
+
+
+def test_a_repeated_invite_to_the_callee_gets_the_same_answer():
+    net = Network()
+    net.call(A, "2002")
+    b_call = _b_call(net)
+    invite = sip.encode(b_call.invite)
+    event = net.agents[B].receive_from_controller(invite)
+    assert event.kind == "ignored" and event.to_controller == b_call.responses
