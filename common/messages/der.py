@@ -160,305 +160,316 @@ def _boolean_from(data: bytes, start: int, end: int) -> bool:
 
 
 # --- compiling a schema -------------------------------------------------------------------
+#
+# Each schema becomes straight-line Python source, compiled once with exec (as `dataclasses`
+# builds `__init__`): a SEQUENCE reads its components one after another, tags compared with
+# constants and short-form lengths read inline, so a message costs one call per constructed
+# value rather than two calls and a loop iteration per field. Generated names: d_N(data, pos,
+# end) -> (value, pos) and e_N(value) -> bytes for a whole TLV; c_N/ec_N for the contents of
+# a SEQUENCE (OF); ch_N/ech_N for a CHOICE, whose value is the TLV of one alternative.
+
+_SMALL_INTEGERS = tuple(bytes((i,)) for i in range(128))  # INTEGER contents of 0..127
+
+
+def _wrap(contents: bytes, tags: tuple[int, ...]) -> bytes:
+    """Wrap contents in each tag, innermost first (the rare chains of three or more)."""
+    for tag in tags:
+        contents = bytes((tag,)) + encode_length(len(contents)) + contents
+    return contents
 
 
 class Compiler:
-    """Compiles schemas into decode/encode closures, memoised per schema object.
+    """Compiles schemas into generated decode/encode functions, once per schema object.
 
     Schema objects (module-level singletons and the component types inside them) live as long
     as the program, and two of the same class and tags can differ in content (`[1] SEQUENCE OF
-    X` and `[1] SEQUENCE OF Y`), so the memo is keyed by identity; `_keep` pins them.
+    X` and `[1] SEQUENCE OF Y`), so they are named by identity; `_keep` pins them. A recursive
+    schema works because generated functions find each other by name when called.
     """
 
     def __init__(self, mapping_for: Callable[[type], Any]) -> None:
         self._mapping_for = mapping_for
-        self._decoders: dict[int, Decoder] = {}
-        self._encoders: dict[int, Encoder] = {}
+        self._names: dict[int, str] = {}
         self._keep: list[base.Asn1Type] = []
-
-    # Decoding --------------------------------------------------------------------------
+        self._ns: dict[str, Any] = {
+            "_bad": _bad, "read_header": read_header, "raw_tlv": raw_tlv,
+            "encode_length": encode_length, "integer_contents": integer_contents,
+            "oid_contents": oid_contents, "_int_from": _int_from,
+            "_boolean_from": _boolean_from, "_time_from": _time_from,
+            "_flags_from": _flags_from, "_bitstring_bytes_from": _bitstring_bytes_from,
+            "_oid_from": _oid_from, "_check_set_order": _check_set_order,
+            "_der_set_order": _der_set_order, "format_kerberos_time": format_kerberos_time,
+            "_SMALL_INTEGERS": _SMALL_INTEGERS, "_wrap": _wrap,
+        }
 
     def decoder(self, schema: base.Asn1Type) -> Decoder:
-        key = id(schema)
-        found = self._decoders.get(key)
-        if found is None:
-            self._keep.append(schema)
-            # Insert a trampoline first so recursive schemas terminate.
-            slot: list[Decoder] = []
-            self._decoders[key] = lambda d, p, e: slot[0](d, p, e)
-            found = self._build_decoder(schema)
-            slot.append(found)
-            self._decoders[key] = found
-        return found
-
-    def _build_decoder(self, schema: base.Asn1Type) -> Decoder:
-        tags = [_identifier(t) for t in reversed(schema.tagSet.superTags)]  # outermost first
-        untagged_kind = isinstance(schema, univ.Choice | univ.Any)
-        # For a CHOICE or ANY every tag is an explicit wrapper; otherwise the innermost tag is
-        # the type's own and its contents go to the contents decoder.
-        wrappers = tags if untagged_kind else tags[:-1]
-        own_tag = None if untagged_kind else tags[-1]
-        contents = self._contents_decoder(schema)
-        is_any = isinstance(schema, univ.Any)
-
-        if own_tag is not None and contents is not None and len(wrappers) <= 1:
-            # The shapes nearly every Kerberos field has — [n] EXPLICIT around a typed value,
-            # or the bare type — without the general loop's lists (the hot path of every
-            # decode).
-            if not wrappers:
-                def decode_plain(data: bytes, pos: int, end: int) -> tuple[Any, int]:
-                    if pos >= end or data[pos] != own_tag:
-                        raise _bad("UNEXPECTED_TAG", pos)
-                    start, pos = read_header(data, pos + 1, end)
-                    return contents(data, start, pos), pos
-
-                return decode_plain
-            wrapper = wrappers[0]
-
-            def decode_tagged(data: bytes, pos: int, end: int) -> tuple[Any, int]:
-                if pos + 1 >= end or data[pos] != wrapper:
-                    raise _bad("UNEXPECTED_TAG", pos)
-                length = data[pos + 1]
-                if length < 0x80:  # short-form length, read inline (most fields)
-                    pos, stop = pos + 2, pos + 2 + length
-                    if stop > end:
-                        raise _bad("TRUNCATED", pos)
-                else:
-                    pos, stop = read_header(data, pos + 1, end)
-                if pos + 1 >= stop or data[pos] != own_tag:
-                    raise _bad("UNEXPECTED_TAG", pos)
-                length = data[pos + 1]
-                if length < 0x80:
-                    start, pos = pos + 2, pos + 2 + length
-                else:
-                    start, pos = read_header(data, pos + 1, stop)
-                if pos != stop:
-                    raise _bad("TRAILING_BYTES_IN_TAG", pos)
-                return contents(data, start, pos), pos
-
-            return decode_tagged
-
-        def decode(data: bytes, pos: int, end: int) -> tuple[Any, int]:
-            stops = []
-            for tag in wrappers:
-                if pos >= end or data[pos] != tag:
-                    raise _bad("UNEXPECTED_TAG", pos)
-                pos, end = read_header(data, pos + 1, end)
-                stops.append(end)
-            if own_tag is not None:
-                if pos >= end or data[pos] != own_tag:
-                    raise _bad("UNEXPECTED_TAG", pos)
-                start, pos = read_header(data, pos + 1, end)
-                value = contents(data, start, pos)
-            elif is_any:
-                # Untagged ANY: one whole TLV. Tagged ANY: everything inside its tag.
-                value, pos = raw_tlv(data, pos, end) if not wrappers else (data[pos:end], end)
-            else:
-                value, pos = contents(data, pos, end)
-            for stop in reversed(stops):
-                if pos != stop:
-                    raise _bad("TRAILING_BYTES_IN_TAG", pos)
-            return value, pos
-
+        decode: Decoder = self._ns["d_" + self._name(schema)]
         return decode
 
-    def _contents_decoder(self, schema: base.Asn1Type) -> Any:
-        mapping = self._mapping_for(type(schema))
-        if isinstance(schema, univ.Choice):
-            return self._choice_decoder(schema, mapping)
-        if isinstance(schema, univ.Sequence):
-            return self._sequence_decoder(schema, mapping)
-        if isinstance(schema, univ.SequenceOf | univ.SetOf):
-            element = self.decoder(schema.componentType)
-            is_set = isinstance(schema, univ.SetOf)
-
-            def decode_list(data: bytes, start: int, end: int) -> tuple[Any, ...]:
-                items = []
-                bounds = []
-                pos = start
-                while pos < end:
-                    item, new_pos = element(data, pos, end)
-                    items.append(item)
-                    bounds.append((pos, new_pos))
-                    pos = new_pos
-                if is_set and len(items) > 1:
-                    _check_set_order(data, bounds)
-                return tuple(items)
-
-            return decode_list
-        if isinstance(schema, univ.Boolean):  # before Integer: pyasn1's Boolean subclasses it
-            return _boolean_from
-        if isinstance(schema, univ.Integer):
-            return _int_from
-        if isinstance(schema, useful.GeneralizedTime):
-            return _time_from
-        if isinstance(schema, char.AbstractCharacterString):
-            return _text_from(schema.encoding)
-        if isinstance(schema, univ.OctetString):
-            return lambda data, start, end: data[start:end]
-        if isinstance(schema, univ.BitString):
-            return _flags_from if isinstance(schema, KerberosFlags) else _bitstring_bytes_from
-        if isinstance(schema, univ.ObjectIdentifier):
-            return _oid_from
-        if isinstance(schema, univ.Any):
-            return None
-        raise TypeError(f"lean codec cannot compile {type(schema).__name__}")
-
-    def _sequence_decoder(self, schema: Any, mapping: Any) -> Any:
-        if mapping is None:
-            raise TypeError(f"no dataclass registered for {type(schema).__name__}")
-        named = schema.componentType
-        fields = []
-        for position in range(len(named)):
-            component = named.getTypeByPosition(position)
-            first = _first_identifiers(component)
-            fields.append((self.decoder(component), first, named[position].isOptional))
-        cls = mapping.cls
-
-        def decode_sequence(data: bytes, start: int, end: int) -> Any:
-            values = []
-            pos = start
-            for decode, first, optional in fields:
-                if pos < end and (first is None or data[pos] in first):
-                    value, pos = decode(data, pos, end)
-                    values.append(value)
-                elif optional:
-                    values.append(None)
-                else:
-                    raise _bad("MISSING_COMPONENT", pos)
-            if pos != end:
-                raise _bad("UNKNOWN_COMPONENT", pos)
-            return cls(*values)
-
-        return decode_sequence
-
-    def _choice_decoder(self, schema: Any, mapping: Any) -> Any:
-        named = schema.componentType
-        alternatives = []
-        for position in range(len(named)):
-            component = named.getTypeByPosition(position)
-            alternatives.append((_first_identifiers(component), self.decoder(component)))
-        cls = mapping.cls
-        width = len(alternatives)
-
-        def decode_choice(data: bytes, pos: int, end: int) -> tuple[Any, int]:
-            if pos >= end:
-                raise _bad("TRUNCATED", pos)
-            for index, (first, decode) in enumerate(alternatives):
-                if first is None or data[pos] in first:
-                    value, pos = decode(data, pos, end)
-                    values: list[Any] = [None] * width
-                    values[index] = value
-                    return cls(*values), pos
-            raise _bad("UNKNOWN_CHOICE", pos)
-
-        return decode_choice
-
-    # Encoding --------------------------------------------------------------------------
-
     def encoder(self, schema: base.Asn1Type) -> Encoder:
-        key = id(schema)
-        found = self._encoders.get(key)
-        if found is None:
-            self._keep.append(schema)
-            slot: list[Encoder] = []
-            self._encoders[key] = lambda v: slot[0](v)
-            found = self._build_encoder(schema)
-            slot.append(found)
-            self._encoders[key] = found
-        return found
-
-    def _build_encoder(self, schema: base.Asn1Type) -> Encoder:
-        # A CHOICE or ANY has no tag of its own, so its tag chain holds only explicit wrappers;
-        # every other type's innermost tag is its own. Either way: wrap with every tag.
-        tags = [_identifier(t) for t in schema.tagSet.superTags]  # innermost first
-        contents = self._contents_encoder(schema)
-        if len(tags) == 1:
-            own = bytes(tags)
-
-            def encode_plain(value: Any) -> bytes:
-                out = contents(value)
-                return b"".join((own, encode_length(len(out)), out))
-
-            return encode_plain
-        if len(tags) == 2:  # [n] EXPLICIT around a typed value: most Kerberos fields
-            inner, outer = bytes(tags[:1]), bytes(tags[1:])
-
-            def encode_tagged(value: Any) -> bytes:
-                out = contents(value)
-                length = encode_length(len(out))
-                return b"".join((outer, encode_length(1 + len(length) + len(out)), inner,
-                                 length, out))
-
-            return encode_tagged
-
-        def encode(value: Any) -> bytes:
-            out = contents(value)
-            for tag in tags:
-                out = bytes((tag,)) + encode_length(len(out)) + out
-            return out
-
+        encode: Encoder = self._ns["e_" + self._name(schema)]
         return encode
 
-    def _contents_encoder(self, schema: base.Asn1Type) -> Encoder:
+    def _name(self, schema: base.Asn1Type) -> str:
+        key = id(schema)
+        name = self._names.get(key)
+        if name is None:
+            name = self._names[key] = str(len(self._keep))
+            self._keep.append(schema)
+            try:
+                self._generate(schema, name)
+            except BaseException:
+                del self._names[key]
+                raise
+        return name
+
+    def _exec(self, schema: base.Asn1Type, lines: list[str]) -> None:
+        source = "\n".join(lines) + "\n"
+        exec(compile(source, f"<der {type(schema).__name__}>", "exec"), self._ns)
+
+    # Shapes ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _tags(schema: base.Asn1Type) -> tuple[list[int], int | None]:
+        """(explicit wrappers outermost first, the type's own tag or None). A CHOICE or ANY
+        has no tag of its own: every tag it carries is a wrapper."""
+        tags = [_identifier(t) for t in reversed(schema.tagSet.superTags)]
+        if isinstance(schema, univ.Choice | univ.Any):
+            return tags, None
+        return tags[:-1], tags[-1]
+
+    def _generate(self, schema: base.Asn1Type, name: str) -> None:
         mapping = self._mapping_for(type(schema))
+        lines: list[str] = []
         if isinstance(schema, univ.Choice):
-            named = schema.componentType
-            alternatives = [self.encoder(named.getTypeByPosition(i)) for i in range(len(named))]
-            names = [c[0] for c in mapping.components]
-
-            def encode_choice(value: Any) -> bytes:
-                for name, encode in zip(names, alternatives, strict=True):
-                    item = getattr(value, name)
-                    if item is not None:
-                        return encode(item)
-                raise ValueError(f"{type(value).__name__}: no CHOICE alternative set")
-
-            return encode_choice
-        if isinstance(schema, univ.Sequence):
+            self._choice_functions(schema, name, mapping, lines)
+        elif isinstance(schema, univ.Sequence):
             if mapping is None:
                 raise TypeError(f"no dataclass registered for {type(schema).__name__}")
-            named = schema.componentType
-            parts = [(c[0], self.encoder(named.getTypeByPosition(c[1])), named[c[1]].isOptional)
-                     for c in mapping.components]
+            self._ns[f"K_{name}"] = mapping.cls
+            self._sequence_functions(schema, name, mapping, lines)
+        elif isinstance(schema, univ.SequenceOf | univ.SetOf):
+            self._list_functions(schema, name, lines)
+        else:
+            self._read(schema, "v", "0", "0")  # raises TypeError for what cannot compile
+        lines.append(f"def d_{name}(data, pos, end):")
+        self._read_tlv(schema, "v", lines, "    ", checked=False)
+        lines.append("    return v, pos")
+        lines.append(f"def e_{name}(x):")
+        lines.append(f"    c = {self._contents(schema)}")
+        tags = [_identifier(t) for t in schema.tagSet.superTags]  # innermost first
+        self._write_tags(tags, lines, "    ", "return")
+        self._exec(schema, lines)
 
-            def encode_sequence(value: Any) -> bytes:
-                out = []
-                for name, encode, optional in parts:
-                    item = getattr(value, name)
-                    if item is None:
-                        if not optional:
-                            raise ValueError(f"{type(value).__name__}.{name} is required")
-                        continue
-                    out.append(encode(item))
-                return b"".join(out)
+    # Decoding ----------------------------------------------------------------------------
 
-            return encode_sequence
-        if isinstance(schema, univ.SequenceOf | univ.SetOf):
-            element = self.encoder(schema.componentType)
-            if isinstance(schema, univ.SetOf):
-                return lambda items: b"".join(_der_set_order([element(i) for i in items]))
-            return lambda items: b"".join(element(i) for i in items)
+    def _read(self, schema: base.Asn1Type, target: str, start: str, end: str) -> list[str]:
+        """Statements setting `target` to the value of contents data[start:end]."""
+        call = f"{target} = {{}}(data, {start}, {end})"
+        if isinstance(schema, univ.Sequence | univ.SequenceOf | univ.SetOf):
+            return [call.format(f"c_{self._name(schema)}")]
         if isinstance(schema, univ.Boolean):  # before Integer: pyasn1's Boolean subclasses it
-            return lambda flag: b"\xff" if flag else b"\x00"
+            return [call.format("_boolean_from")]
         if isinstance(schema, univ.Integer):
-            return integer_contents
+            return [f"if {end} - {start} == 1:",
+                    f"    {target} = data[{start}]",
+                    f"    if {target} >= 0x80: {target} -= 256",
+                    "else:",
+                    f"    {call.format('_int_from')}"]
         if isinstance(schema, useful.GeneralizedTime):
-            return lambda when: format_kerberos_time(when).encode("ascii")
+            return [call.format("_time_from")]
         if isinstance(schema, char.AbstractCharacterString):
-            encoding = schema.encoding
-            return lambda text: text.encode(encoding)
+            reader = "_text_" + schema.encoding.replace("-", "_")
+            self._ns.setdefault(reader, _text_from(schema.encoding))
+            return [call.format(reader)]
         if isinstance(schema, univ.OctetString):
-            return bytes
+            return [f"{target} = data[{start}:{end}]"]
+        if isinstance(schema, univ.BitString):
+            return [call.format("_flags_from" if isinstance(schema, KerberosFlags)
+                                else "_bitstring_bytes_from")]
+        if isinstance(schema, univ.ObjectIdentifier):
+            return [call.format("_oid_from")]
+        raise TypeError(f"lean codec cannot compile {type(schema).__name__}")
+
+    def _read_tlv(self, schema: base.Asn1Type, target: str, lines: list[str], indent: str,
+                  *, checked: bool) -> None:
+        """Statements reading one TLV of `schema` at `pos` (within `end`) into `target` and
+        moving `pos` past it. `checked`: the caller has seen the first tag at pos < end."""
+        wrappers, own = self._tags(schema)
+        pos, end = "pos", "end"
+        chain = wrappers + ([own] if own is not None else [])
+        for level, tag in enumerate(chain):
+            start, stop = f"s{level}", f"e{level}"
+            if level == 0 and checked:
+                lines.append(f"{indent}if {pos} + 1 >= {end}: raise _bad('TRUNCATED', {pos})")
+            else:
+                lines.append(f"{indent}if {pos} + 1 >= {end} or data[{pos}] != {tag}: "
+                             f"raise _bad('UNEXPECTED_TAG', {pos})")
+            lines += [f"{indent}n = data[{pos} + 1]",
+                      f"{indent}if n < 0x80:",
+                      f"{indent}    {start} = {pos} + 2",
+                      f"{indent}    {stop} = {start} + n",
+                      f"{indent}    if {stop} > {end}: raise _bad('TRUNCATED', {start})",
+                      f"{indent}else:",
+                      f"{indent}    {start}, {stop} = read_header(data, {pos} + 1, {end})"]
+            pos, end = start, stop
+        if own is not None:
+            lines += [indent + s for s in self._read(schema, target, pos, end)]
+            inner = len(chain) - 1
+        elif isinstance(schema, univ.Choice):
+            name = self._name(schema)
+            lines.append(f"{indent}{target}, q = ch_{name}(data, {pos}, {end})")
+            if not wrappers:
+                lines.append(f"{indent}pos = q")
+                return
+            lines.append(f"{indent}if q != {end}: raise _bad('TRAILING_BYTES_IN_TAG', q)")
+            inner = len(wrappers) - 1
+        else:  # ANY: untagged, one whole TLV; tagged, everything inside its tag
+            if not wrappers:
+                lines.append(f"{indent}{target}, pos = raw_tlv(data, pos, end)")
+                return
+            lines.append(f"{indent}{target} = data[{pos}:{end}]")
+            inner = len(wrappers) - 1
+        for level in range(inner, 0, -1):
+            lines.append(f"{indent}if e{level} != e{level - 1}: "
+                         f"raise _bad('TRAILING_BYTES_IN_TAG', e{level})")
+        lines.append(f"{indent}pos = e0")
+
+    @staticmethod
+    def _present(schema: base.Asn1Type) -> str:
+        first = _first_identifiers(schema)
+        if first is None:
+            return "pos < end"
+        if len(first) == 1:
+            return f"pos < end and data[pos] == {next(iter(first))}"
+        return f"pos < end and data[pos] in {tuple(sorted(first))}"
+
+    def _sequence_functions(self, schema: Any, name: str, mapping: Any,
+                            lines: list[str]) -> None:
+        named = schema.componentType
+        values = []
+        body = [f"def c_{name}(data, start, end):", "    pos = start"]
+        for position in range(len(named)):
+            component = named.getTypeByPosition(position)
+            value = f"v{position}"
+            values.append(value)
+            body.append(f"    if {self._present(component)}:")
+            self._read_tlv(component, value, body, "        ",
+                           checked=_first_identifiers(component) is not None)
+            body.append("    else:")
+            body.append(f"        {value} = None" if named[position].isOptional
+                        else "        raise _bad('MISSING_COMPONENT', pos)")
+        body.append("    if pos != end: raise _bad('UNKNOWN_COMPONENT', pos)")
+        body.append(f"    return K_{name}({', '.join(values)})")
+        lines += body
+        body = [f"def ec_{name}(value):", "    out = []"]
+        for field_name, position, _ in mapping.components:
+            component = named.getTypeByPosition(position)
+            body.append(f"    x = value.{field_name}")
+            body.append("    if x is not None:")
+            body.append(f"        c = {self._contents(component)}")
+            tags = [_identifier(t) for t in component.tagSet.superTags]
+            self._write_tags(tags, body, "        ", "out.append")
+            if not named[position].isOptional:
+                body.append("    else:")
+                body.append(f"        raise ValueError(type(value).__name__ + "
+                            f"'.{field_name} is required')")
+        body.append("    return b''.join(out)")
+        lines += body
+
+    def _list_functions(self, schema: Any, name: str, lines: list[str]) -> None:
+        element = schema.componentType
+        is_set = isinstance(schema, univ.SetOf)
+        lines += [f"def c_{name}(data, start, end):", "    items = []", "    bounds = []",
+                  "    pos = start", "    while pos < end:", "        first = pos"]
+        self._read_tlv(element, "v", lines, "        ", checked=False)
+        lines.append("        items.append(v)")
+        if is_set:
+            lines += ["        bounds.append((first, pos))",
+                      "    if len(items) > 1: _check_set_order(data, bounds)"]
+        lines.append("    return tuple(items)")
+        encode = f"[e_{self._name(element)}(i) for i in items]"
+        joined = f"_der_set_order({encode})" if is_set else encode
+        lines += [f"def ec_{name}(items):", f"    return b''.join({joined})"]
+
+    def _choice_functions(self, schema: Any, name: str, mapping: Any,
+                          lines: list[str]) -> None:
+        named = schema.componentType
+        width = len(named)
+        self._ns[f"K_{name}"] = mapping.cls
+        lines += [f"def ch_{name}(data, pos, end):",
+                  "    if pos >= end: raise _bad('TRUNCATED', pos)"]
+        for index in range(width):
+            component = named.getTypeByPosition(index)
+            args = ["None"] * width
+            args[index] = "v"
+            first = _first_identifiers(component)
+            lines.append(f"    if {self._present(component)}:")
+            self._read_tlv(component, "v", lines, "        ", checked=first is not None)
+            lines.append(f"        return K_{name}({', '.join(args)}), pos")
+        lines.append("    raise _bad('UNKNOWN_CHOICE', pos)")
+        lines.append(f"def ech_{name}(value):")
+        for field_name, position, _ in mapping.components:
+            lines.append(f"    x = value.{field_name}")
+            lines.append(f"    if x is not None: return "
+                         f"e_{self._name(named.getTypeByPosition(position))}(x)")
+        lines.append("    raise ValueError(type(value).__name__ + "
+                     "': no CHOICE alternative set')")
+
+    # Encoding ----------------------------------------------------------------------------
+
+    def _contents(self, schema: base.Asn1Type) -> str:
+        """An expression of the contents octets of value `x` (for a CHOICE: the chosen
+        alternative's whole TLV; for ANY: its bytes)."""
+        if isinstance(schema, univ.Choice):
+            return f"ech_{self._name(schema)}(x)"
+        if isinstance(schema, univ.Sequence | univ.SequenceOf | univ.SetOf):
+            return f"ec_{self._name(schema)}(x)"
+        if isinstance(schema, univ.Boolean):  # before Integer: pyasn1's Boolean subclasses it
+            return "(b'\\xff' if x else b'\\x00')"
+        if isinstance(schema, univ.Integer):
+            return "(_SMALL_INTEGERS[x] if 0 <= x < 128 else integer_contents(x))"
+        if isinstance(schema, useful.GeneralizedTime):
+            return "format_kerberos_time(x).encode('ascii')"
+        if isinstance(schema, char.AbstractCharacterString):
+            return f"x.encode({schema.encoding!r})"
+        if isinstance(schema, univ.OctetString | univ.Any):
+            return "bytes(x)"
         if isinstance(schema, univ.BitString):
             if isinstance(schema, KerberosFlags):
-                return lambda flags: b"\x00" + flags.to_bytes(4, "big")
-            return lambda raw: b"\x00" + raw
+                return "b'\\x00' + x.to_bytes(4, 'big')"
+            return "b'\\x00' + x"
         if isinstance(schema, univ.ObjectIdentifier):
-            return oid_contents
-        if isinstance(schema, univ.Any):
-            return bytes
+            return "oid_contents(x)"
         raise TypeError(f"lean codec cannot compile {type(schema).__name__}")
+
+    @staticmethod
+    def _write_tags(tags: list[int], lines: list[str], indent: str, emit: str) -> None:
+        """Statements that hand contents `c` wrapped in `tags` (innermost first) to `emit`
+        ("return" or "out.append"); short lengths are written inline."""
+
+        def give(expression: str) -> str:
+            return f"{emit} {expression}" if emit == "return" else f"{emit}({expression})"
+
+        if not tags:
+            lines.append(indent + give("c"))
+        elif len(tags) == 1:
+            lines += [f"{indent}n = len(c)",
+                      f"{indent}if n < 0x80:",
+                      f"{indent}    {give(f'bytes(({tags[0]}, n)) + c')}",
+                      f"{indent}else:",
+                      f"{indent}    {give(f'bytes(({tags[0]},)) + encode_length(n) + c')}"]
+        elif len(tags) == 2:  # [n] EXPLICIT around a typed value: most Kerberos fields
+            inner, outer = tags
+            lines += [f"{indent}n = len(c)",
+                      f"{indent}if n < 0x7E:",
+                      f"{indent}    {give(f'bytes(({outer}, n + 2, {inner}, n)) + c')}",
+                      f"{indent}else:",
+                      f"{indent}    h = bytes(({inner},)) + encode_length(n)",
+                      f"{indent}    "
+                      f"{give(f'bytes(({outer},)) + encode_length(len(h) + n) + h + c')}"]
+        else:
+            lines.append(indent + give(f"_wrap(c, {tuple(tags)})"))
 
 
 def _first_identifiers(schema: base.Asn1Type) -> frozenset[int] | None:
