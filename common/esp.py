@@ -17,7 +17,6 @@ Inbound SAs keep a sliding anti-replay window (RFC 4303 §3.4.3, 128 packets): a
 number is checked before the ICV and recorded only after it verified.
 """
 
-import hashlib
 import hmac
 import os
 import struct
@@ -108,7 +107,7 @@ class OutboundSa:
         self.keys = keys
         self.seq = 0
         self._random = random
-        self._gcm = AESGCM(keys.encryption) if suite.aead else None
+        self._gcm: AESGCM | None = None  # built on first use: most SAs of a storm idle
 
     def seal(self, payload: bytes, next_header: int = NEXT_HEADER_UDP) -> bytes:
         if self.seq >= 0xFFFFFFFF:
@@ -119,11 +118,13 @@ class OutboundSa:
         pad = -(len(payload) + 2) % suite.block_bytes
         plain = payload + bytes(range(1, pad + 1)) + bytes((pad, next_header))
         iv = self._random(suite.iv_bytes)
-        if self._gcm is not None:
+        if suite.aead:
+            if self._gcm is None:
+                self._gcm = AESGCM(self.keys.encryption)
             return header + iv + self._gcm.encrypt(self.keys.salt + iv, plain, header)
         encryptor = _cbc(suite, self.keys.encryption, iv).encryptor()
         body = header + iv + encryptor.update(plain) + encryptor.finalize()
-        icv = hmac.new(self.keys.integrity, body, hashlib.sha1).digest()[:suite.icv_bytes]
+        icv = hmac.digest(self.keys.integrity, body, "sha1")[:suite.icv_bytes]
         return body + icv
 
 
@@ -134,7 +135,7 @@ class InboundSa:
         self.keys = keys
         self.top = 0  # highest sequence number accepted
         self.bitmap = 0  # bit i: top - i was accepted
-        self._gcm = AESGCM(keys.encryption) if suite.aead else None
+        self._gcm: AESGCM | None = None  # built on first use
 
     def _check_replay(self, seq: int) -> None:
         if seq == 0:
@@ -161,7 +162,9 @@ class InboundSa:
             raise EspDropped("ESP_WRONG_SPI")
         self._check_replay(seq)
         iv = packet[8:8 + suite.iv_bytes]
-        if self._gcm is not None:
+        if suite.aead:
+            if self._gcm is None:
+                self._gcm = AESGCM(self.keys.encryption)
             try:
                 plain = self._gcm.decrypt(self.keys.salt + iv, packet[8 + suite.iv_bytes:],
                                           packet[:8])
@@ -169,7 +172,7 @@ class InboundSa:
                 raise EspDropped("ESP_BAD_ICV") from exc
         else:
             body, icv = packet[:-suite.icv_bytes], packet[-suite.icv_bytes:]
-            expected = hmac.new(self.keys.integrity, body, hashlib.sha1).digest()
+            expected = hmac.digest(self.keys.integrity, body, "sha1")
             if not hmac.compare_digest(expected[:suite.icv_bytes], icv):
                 raise EspDropped("ESP_BAD_ICV")
             ciphertext = body[8 + suite.iv_bytes:]

@@ -21,7 +21,6 @@ from `hmac_key` of the message's Kerberos key (AP Request: the ticket session ke
 Security Parameter Recovered and Rekey: the AP-REP sub-key of the SA in question).
 """
 
-import hashlib
 import hmac
 import struct
 from dataclasses import dataclass
@@ -217,7 +216,7 @@ def _suites(suites: tuple[Suite, ...]) -> bytes:
 
 
 def _sign(body: bytes, key: bytes) -> bytes:
-    return body + hmac.new(key, body, hashlib.sha1).digest()
+    return body + hmac.digest(key, body, "sha1")
 
 
 def verify_hmac(framed: Framed, key: bytes) -> None:
@@ -225,7 +224,7 @@ def verify_hmac(framed: Framed, key: bytes) -> None:
     message = framed.message
     if framed.signed is None or not hasattr(message, "hmac"):
         raise MalformedMessage("PKTC_NOT_SIGNED")
-    expected = hmac.new(key, framed.signed, hashlib.sha1).digest()
+    expected = hmac.digest(key, framed.signed, "sha1")
     if not hmac.compare_digest(expected, message.hmac):
         raise IntegrityError("PKTC_BAD_HMAC")
 

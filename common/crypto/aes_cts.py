@@ -37,8 +37,11 @@ def cbc_encrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
 
 
 def _cbc_decrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
-    decryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).decryptor()
-    return decryptor.update(data) + decryptor.finalize()
+    """CBC decryption without a new cipher context: raw AES decryption of every block (one
+    call on the key's cached context) XOR the previous ciphertext block (the IV first)."""
+    raw = _ecb(key, True).update(data)
+    chained = int.from_bytes(iv + data[:-BLOCK], "little")
+    return (int.from_bytes(raw, "little") ^ chained).to_bytes(len(data), "little")
 
 
 def _aes_decrypt_block(key: bytes, block: bytes) -> bytes:

@@ -53,7 +53,7 @@ class AesSha1(EncTypeProfile):
 
     def encrypt_with(self, ke: bytes, ki: bytes, plaintext: bytes, confounder: bytes) -> bytes:
         data = confounder + plaintext
-        mac = hmac.new(ki, data, hashlib.sha1).digest()[:_MAC_BYTES]
+        mac = hmac.digest(ki, data, "sha1")[:_MAC_BYTES]
         return cts_encrypt(ke, ZERO_IV, data) + mac
 
     def decrypt_with(self, ke: bytes, ki: bytes, ciphertext: bytes) -> bytes:
@@ -61,13 +61,13 @@ class AesSha1(EncTypeProfile):
             raise IntegrityError("CIPHERTEXT_TOO_SHORT", f"{len(ciphertext)} bytes")
         body, mac = ciphertext[:-_MAC_BYTES], ciphertext[-_MAC_BYTES:]
         data = cts_decrypt(ke, ZERO_IV, body)
-        expected = hmac.new(ki, data, hashlib.sha1).digest()[:_MAC_BYTES]
+        expected = hmac.digest(ki, data, "sha1")[:_MAC_BYTES]
         if not hmac.compare_digest(mac, expected):
             raise IntegrityError("BAD_INTEGRITY", "HMAC-SHA1-96 mismatch")
         return data[BLOCK:]
 
     def checksum_with(self, kc: bytes, data: bytes) -> bytes:
-        return hmac.new(kc, data, hashlib.sha1).digest()[:_MAC_BYTES]
+        return hmac.digest(kc, data, "sha1")[:_MAC_BYTES]
 
     def prf(self, key: bytes, data: bytes) -> bytes:
         """RFC 3962 §6: E(DK(key, "prf"), SHA1(data) truncated to one block)."""
