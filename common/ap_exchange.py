@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 
 from common.codes import ErrorCode, KeyUsage, MessageType
 from common.crypto import Key
+from common.crypto.rfc3961 import KC, KE, KI
 from common.errors import ClockSkew, KerberosError, MalformedMessage, ModifiedError
 from common.keytab import KeytabEntry
 from common.messages.ap_rep import (
@@ -144,6 +145,11 @@ def accept_ap_req(data: bytes, *, keys: KeyLookup, now: datetime, max_skew: time
     if (part.starttime or part.authtime) > now + max_skew:
         raise TicketNotYetValid("TICKET_NOT_YET_VALID")
     session = Key(part.key.keytype, part.key.keyvalue)
+    # Everything this exchange derives from the session key, in one batch: the
+    # authenticator's keys, its checksum's, the AP-REP's, and the PRF's (which a controller
+    # keys its messages with).
+    session.prepare(((usage_auth, KE), (usage_auth, KI), (usage_cksum, KC),
+                     (KeyUsage.AP_REP_ENCPART, KE), (KeyUsage.AP_REP_ENCPART, KI)), prf=True)
     auth = decode_authenticator(session.decrypt(usage_auth, ap_req.authenticator.cipher))
     if auth.cname != part.cname or auth.crealm != part.crealm:
         raise BadMatch("AUTHENTICATOR_CLIENT_MISMATCH")

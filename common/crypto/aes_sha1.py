@@ -4,12 +4,13 @@ simplified profile over AES-CBC-CTS with HMAC-SHA1 truncated to 96 bits."""
 import hashlib
 import hmac
 import struct
+from collections.abc import Sequence
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from common.crypto.aes_cts import BLOCK, ZERO_IV, aes_encrypt_block, cts_decrypt, cts_encrypt
-from common.crypto.rfc3961 import EncTypeProfile, derive_random, usage_constant
+from common.crypto.rfc3961 import EncTypeProfile, nfold, usage_constant
 from common.errors import IntegrityError
 
 _MAC_BYTES = 12
@@ -33,8 +34,19 @@ class AesSha1(EncTypeProfile):
 
     def dk(self, key: bytes, constant: bytes) -> bytes:
         """RFC 3961 §5.1 DK with AES as E; random-to-key is the identity."""
-        return derive_random(lambda block: aes_encrypt_block(key, block), constant,
-                             self.key_bytes, BLOCK)
+        return self.dk_many(key, (constant,))[0]
+
+    def dk_many(self, key: bytes, constants: Sequence[bytes]) -> list[bytes]:
+        """DK for several constants at once. DR iterates E on n-fold(constant): one or two
+        blocks per key (AES-128, AES-256), so the first blocks of every constant are one
+        raw-AES call on the key's cached context and the second blocks another."""
+        first = aes_encrypt_block(key, b"".join(
+            c if len(c) == BLOCK else nfold(c, BLOCK) for c in constants))
+        cuts = range(0, len(first), BLOCK)
+        if self.key_bytes == BLOCK:
+            return [first[i:i + BLOCK] for i in cuts]
+        second = aes_encrypt_block(key, first)
+        return [first[i:i + BLOCK] + second[i:i + BLOCK] for i in cuts]
 
     def derive(self, key: bytes, usage: int, kind: int) -> bytes:
         return self.dk(key, usage_constant(usage, kind))
@@ -80,6 +92,14 @@ class AesSha1(EncTypeProfile):
     def prf_with(self, prf_key: bytes, data: bytes) -> bytes:
         # CBC-CTS of exactly one block with a zero IV is one raw AES block.
         return aes_encrypt_block(prf_key, hashlib.sha1(data).digest()[:BLOCK])
+
+    def prf_plus_with(self, prf_key: bytes, data: bytes, nbytes: int) -> bytes:
+        """RFC 6113 §5.1 PRF+ over this PRF: the counter blocks' SHA-1 prefixes, then all
+        of them through raw AES in one call."""
+        count = -(-nbytes // BLOCK)
+        return aes_encrypt_block(prf_key, b"".join(
+            hashlib.sha1(bytes((i,)) + data).digest()[:BLOCK]
+            for i in range(1, count + 1)))[:nbytes]
 
 
 AES128_CTS_HMAC_SHA1_96 = AesSha1(17, "aes128-cts-hmac-sha1-96", 15, 16)

@@ -1,10 +1,9 @@
-"""RFC 3961 building blocks: n-fold (§5.1), DR/DK (§5.1) and the enctype profile interface that
+"""RFC 3961 building blocks: n-fold (§5.1) and the enctype profile interface that
 the simplified profile (§5.3) and RFC 8009 implement."""
 
 import functools
 import struct
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 
 # Derived-key constants of the simplified profile (RFC 3961 §5.3): usage | 0x99 / 0xAA / 0x55.
 KC, KE, KI = 0x99, 0xAA, 0x55
@@ -40,17 +39,6 @@ def nfold(data: bytes, nbytes: int) -> bytes:
     while total > modulus:
         total = (total & modulus) + (total >> (nbytes * 8))
     return total.to_bytes(nbytes, "big")
-
-
-def derive_random(encrypt_block: Callable[[bytes], bytes], constant: bytes, nbytes: int,
-                  blocksize: int) -> bytes:
-    """RFC 3961 §5.1 DR(Key, Constant): iterate E(Key, ·) on n-fold(constant) until enough bytes."""
-    block = constant if len(constant) == blocksize else nfold(constant, blocksize)
-    out = b""
-    while len(out) < nbytes:
-        block = encrypt_block(block)
-        out += block
-    return out[:nbytes]
 
 
 def usage_constant(usage: int, kind: int) -> bytes:
