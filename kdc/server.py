@@ -22,6 +22,7 @@ from common.errors import FieldTooLong, KerberosError, MalformedMessage, Respons
 from common.framing import RecordBuffer, encode_record
 from common.log import get_logger
 from common.lookaside import Lookaside
+from common.messages.base import compile_codecs
 from common.messages.krb_error import encode_krb_error, error_reply
 from common.rate_limit import RateLimiter
 from common.replay import ReplayCache
@@ -217,6 +218,7 @@ def _bind_pair(host: str, port: int, reuse_port: bool = False
 
 async def serve(kdc: Kdc, port: int | None = None, worker: int | None = None) -> None:
     """Run until SIGTERM/SIGINT (as worker `worker` on `port` when the KDC has several)."""
+    compile_codecs()  # before listening: no request pays for generating a codec
     settings = kdc.settings
     if worker is not None:
         structlog.contextvars.bind_contextvars(worker=worker)

@@ -28,6 +28,7 @@ from common.escrow import seal
 from common.keytab import decode_keytab
 from common.km_server import ControllerSa, KeyManagementServer
 from common.log import get_logger
+from common.messages.base import compile_codecs
 from sigctl import metrics
 from sigctl.escrow_store import EscrowStore
 from sigctl.settings import SigctlSettings
@@ -233,6 +234,7 @@ def _udp_socket(host: str, port: int, buffer_bytes: int) -> socket.socket:
 
 
 async def serve(settings: SigctlSettings) -> None:
+    compile_codecs()  # before listening: no request pays for generating a codec
     controller = Controller(settings)
     loop = asyncio.get_running_loop()
     km, _ = await loop.create_datagram_endpoint(

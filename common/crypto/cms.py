@@ -9,7 +9,7 @@ the holder of this certificate sign this content?".
 import hashlib
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -88,6 +88,14 @@ class Signer:
     chain: tuple[x509.Certificate, ...]
     sign: Callable[[bytes, str], bytes]  # (data, digest name) -> signature
     signature_oids: dict[str, str]  # digest name -> signature algorithm OID
+    # Encoded once, sent in every reply: the certificates (leaf first) and the leaf's issuer.
+    certificates_der: tuple[bytes, ...] = field(init=False)
+    issuer_der: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "certificates_der", tuple(
+            c.public_bytes(Encoding.DER) for c in (self.certificate, *self.chain)))
+        object.__setattr__(self, "issuer_der", self.certificate.issuer.public_bytes())
 
 
 def file_signer(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
@@ -212,8 +220,8 @@ def sign_signed_data(content_type: str, content: bytes, signer: Signer,
     cert = signer.certificate
     info = SignerInfo(
         version=1,
-        sid=SignerIdentifier(IssuerAndSerialNumber(cert.issuer.public_bytes(),
-                                                   cert.serial_number), None),
+        sid=SignerIdentifier(IssuerAndSerialNumber(signer.issuer_der, cert.serial_number),
+                             None),
         digest_algorithm=AlgorithmIdentifier(DIGEST_OIDS[digest], None),
         signed_attrs=attrs,
         signature_algorithm=AlgorithmIdentifier(
@@ -225,7 +233,7 @@ def sign_signed_data(content_type: str, content: bytes, signer: Signer,
         version=3,  # eContentType is not id-data (RFC 5652 §5.1)
         digest_algorithms=(AlgorithmIdentifier(DIGEST_OIDS[digest], None),),
         encap_content_info=EncapsulatedContentInfo(content_type, content),
-        certificates=tuple(c.public_bytes(Encoding.DER) for c in (cert, *signer.chain)),
+        certificates=signer.certificates_der,
         crls=None,
         signer_infos=(info,))
     return encode_signed_data(signed, content_info=content_info)

@@ -289,6 +289,16 @@ def decode_der_reference(data: bytes, schema: Any) -> Any:
         raise MalformedMessage("BAD_VALUE", f"{type(exc).__name__}: {exc}"[:200]) from exc
 
 
+_CODEC_SCHEMAS: list[Any] = []  # every codec()'s schema, for compile_codecs
+
+
+def compile_codecs() -> None:
+    """Generate every message codec's functions now rather than on first use: daemons call
+    this at start, so no request pays for compiling its message types."""
+    for schema in _CODEC_SCHEMAS:
+        _lean.decoder(schema)
+
+
 def codec(schema_cls: type, cls: type[T], verify: Callable[[T], None] | None = None
           ) -> tuple[Callable[[bytes], T], Callable[[T], bytes]]:
     """The (decode, encode) pair of one message type: strict DER <-> `cls`.
@@ -296,6 +306,7 @@ def codec(schema_cls: type, cls: type[T], verify: Callable[[T], None] | None = N
     `verify` runs after decoding, for checks the schema cannot express (pvno, msg-type).
     """
     schema = schema_cls()
+    _CODEC_SCHEMAS.append(schema)
 
     def decode(data: bytes) -> T:
         value: T = decode_der(data, schema)

@@ -8,6 +8,7 @@ encodings). DER is enforced here directly: definite minimal lengths, minimal INT
 no components outside the schema. Single-byte tags only (all Kerberos/PKINIT/CMS tags here).
 """
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -109,12 +110,21 @@ def _bitstring_bytes_from(data: bytes, start: int, end: int) -> bytes:
 def _oid_from(data: bytes, start: int, end: int) -> str:
     if end == start or data[end - 1] & 0x80:
         raise _bad("BAD_OID", start)
+    try:
+        return _oid_text(data[start:end])
+    except MalformedMessage:
+        raise _bad("NOT_DER_OID", start) from None
+
+
+@functools.lru_cache(maxsize=1024)
+def _oid_text(data: bytes) -> str:
+    """Dotted text of OID contents (a message carries the same few OIDs again and again)."""
     arcs = []
     value = 0
     fresh = True
-    for byte in data[start:end]:
+    for byte in data:
         if fresh and byte == 0x80:
-            raise _bad("NOT_DER_OID", start)
+            raise _bad("NOT_DER_OID", 0)
         value = (value << 7) | (byte & 0x7F)
         fresh = not byte & 0x80
         if fresh:
@@ -125,6 +135,7 @@ def _oid_from(data: bytes, start: int, end: int) -> str:
     return ".".join(str(a) for a in head + arcs[1:])
 
 
+@functools.lru_cache(maxsize=1024)
 def oid_contents(text: str) -> bytes:
     """The contents octets of an OBJECT IDENTIFIER (X.690 §8.19)."""
     arcs = [int(a) for a in text.split(".")]
