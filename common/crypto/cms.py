@@ -6,6 +6,7 @@ Chain validation and certificate policy are the KDC's business; this module answ
 the holder of this certificate sign this content?".
 """
 
+import functools
 import hashlib
 import hmac
 from collections.abc import Callable
@@ -117,6 +118,13 @@ def file_signer(key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey,
     return Signer(certificate, chain, sign_ec, ECDSA_WITH)
 
 
+@functools.lru_cache(maxsize=4096)
+def _certificate(der: bytes) -> x509.Certificate:
+    """A parsed certificate, kept: devices send the same certificates at every login, and a
+    kept object also keeps its parsed names and extensions. Failures are not cached."""
+    return x509.load_der_x509_certificate(der)
+
+
 def certificates_in(signed: SignedData) -> list[x509.Certificate]:
     """The X.509 certificates carried in the SignedData (others, e.g. attribute certs, skipped)."""
     found = []
@@ -124,7 +132,7 @@ def certificates_in(signed: SignedData) -> list[x509.Certificate]:
         if der[:1] != b"\x30":
             continue
         try:
-            found.append(x509.load_der_x509_certificate(der))
+            found.append(_certificate(der))
         except ValueError as exc:
             raise InvalidSignatureError("BAD_CERTIFICATE", str(exc)) from exc
     return found
