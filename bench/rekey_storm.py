@@ -27,7 +27,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import controller_config, device_client, device_ticket  # noqa: E402
+from bench.harness import (  # noqa: E402
+    controller_config,
+    cpu_seconds,
+    device_client,
+    device_ticket,
+)
 from common.crypto import Key  # noqa: E402
 from telekey.service_process import start_service  # noqa: E402
 
@@ -113,7 +118,9 @@ def main() -> None:
         controller = start_service(["sigctl", "run", "--config", str(config)],
                                    base / "second.log")
         try:
+            cpu_before = cpu_seconds(controller.process.pid)
             replies, seconds = storm(km_port, requests, args.window)
+            controller_cpu = cpu_seconds(controller.process.pid) - cpu_before
         finally:
             controller.stop()
     recovered = 0
@@ -133,6 +140,8 @@ def main() -> None:
         print("lost:", ", ".join(f"{k}: {v}" for k, v in why.items() if v))
     print(f"{n} devices, window {args.window}: {recovered} SAs re-established in "
           f"{seconds:.2f} s ({recovered / seconds:.0f}/s) after kill -9 and restart")
+    print(f"controller CPU {controller_cpu:.2f} s ({controller_cpu * 1e6 / n:.0f} us per device, "
+          f"{100 * controller_cpu / seconds:.0f}% of one core)")
     print(f"recovered={recovered} lost={n - recovered} seconds={seconds:.2f}")
 
 
