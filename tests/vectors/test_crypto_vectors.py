@@ -47,6 +47,17 @@ def test_derive(v):
     assert key.usage_key(usage, KI) == H(v["ki"])
 
 
+@pytest.mark.parametrize("v", cases("derive.json", lambda v: f"{src(v)}-e{v['enctype']}"))
+def test_prepare_derives_the_same_keys_in_one_batch(v):
+    key = Key(int(v["enctype"]), H(v["base_key"]))
+    usage = int(v["usage"])
+    key.prepare(((usage, KC), (usage, KE), (usage, KI)), prf=True)
+    assert key.usage_key(usage, KC) == H(v["kc"])
+    assert key.usage_key(usage, KE) == H(v["ke"])
+    assert key.usage_key(usage, KI) == H(v["ki"])
+    assert key.prf(b"x") == Key(key.enctype, key.data).prf(b"x")  # the batched PRF key too
+
+
 @pytest.mark.parametrize("v", cases("decrypt.json", lambda v: f"{src(v)}-e{v['enctype']}"))
 def test_decrypt_and_encrypt(v):
     key = Key(int(v["enctype"]), H(v["key"]))
