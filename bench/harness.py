@@ -25,6 +25,14 @@ def cpu_seconds(pid: int) -> float:
     return total / 1e9
 
 
+def cpu_seconds_tree(pid: int) -> float:
+    """CPU time of `pid` and of its children (the controller's key-management workers)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(c) for c in (task / "children").read_text().split()]
+    return cpu_seconds(pid) + sum(cpu_seconds(child) for child in children)
+
+
 def device_ticket(service_key: Key, name: str, now: datetime) -> IssuedTicket:
     return issue_ticket(realm=REALM, cname=PrincipalName(1, ("cta", name)), crealm=REALM,
                         sname=PrincipalName(2, SERVICE), server_key=KeyEntry(1, service_key),

@@ -164,8 +164,14 @@ def accept_ap_req(data: bytes, *, keys: KeyLookup, now: datetime, max_skew: time
     elif binding is not None:
         session.verify_checksum(usage_cksum, binding, cksum.checksum, cksum.cksumtype)
     if replay is not None:
-        replay.check_and_add(hashlib.sha256(ap_req.authenticator.cipher).digest(), now)
+        replay.check_and_add(authenticator_fingerprint(ap_req), now)
     return Accepted(ap_req, part, auth, session, find_restriction(part.authorization_data))
+
+
+def authenticator_fingerprint(ap_req: ApReq) -> bytes:
+    """What the replay cache remembers of an AP-REQ: a hash of its encrypted authenticator
+    (a fresh confounder makes every authenticator's ciphertext unique)."""
+    return hashlib.sha256(ap_req.authenticator.cipher).digest()
 
 
 def build_ap_rep(accepted: Accepted, subkey: Key, seq_number: int | None = None) -> bytes:

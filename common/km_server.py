@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from common import esp, pktc
-from common.ap_exchange import Accepted, KeyLookup, accept_ap_req, build_ap_rep
+from common.ap_exchange import KeyLookup, accept_ap_req, authenticator_fingerprint, build_ap_rep
 from common.codes import ErrorCode
 from common.crypto import Key
 from common.errors import KerberosError, MalformedMessage
@@ -79,6 +79,26 @@ class Exchange:
     sa: ControllerSa | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedSa:
+    """An AP Request verified and answered (all the CPU of an exchange), for the process that
+    owns the SAs to `install`: what remains is the replay check and the SA itself."""
+    lookaside_key: bytes  # the request's bytes and source address
+    fingerprint: bytes  # the authenticator's, for the replay cache
+    client: str
+    peer: Address
+    spi: int  # ours (inbound)
+    device_spi: int
+    suite: pktc.Suite
+    to_us: esp.DirectionKeys
+    to_device: esp.DirectionKeys
+    hmac_key: bytes
+    lifetime: int
+    grace: int
+    restriction: DeviceRestriction | None
+    reply: bytes
+
+
 @dataclass(frozen=True)
 class EspResult:
     sa: ControllerSa | None
@@ -93,7 +113,8 @@ class KeyManagementServer:
                                                   esp.DES3_CBC_SHA1),
                  sa_lifetime_s: int = 3600, grace_s: int = 300, max_skew_s: int = 300,
                  ack_required: bool = True,
-                 random: Callable[[int], bytes] = os.urandom) -> None:
+                 random: Callable[[int], bytes] = os.urandom,
+                 spi_share: tuple[int, int] = (0, 1)) -> None:
         self.principal = principal  # e.g. sigctl/sc1.lab.test
         self.realm = realm
         self.keys = keys
@@ -110,29 +131,106 @@ class KeyManagementServer:
         self.by_client: dict[str, ControllerSa] = {}  # newest by client principal
         self.stats = KmStats()
         self._wake_up_sent: dict[Address, float] = {}
+        # Key-management workers draw SPIs from disjoint shares (index, count) and remember
+        # the ones they issued until the SA's end, since the SAs live in another process.
+        self.spi_share = spi_share
+        self._issued: dict[int, float] = {}
 
     # Key management ------------------------------------------------------------------
 
     def receive_km(self, data: bytes, peer: Address, now: datetime, mono: float) -> Exchange:
+        """One key-management datagram, start to finish (the controller without workers)."""
+        prepared = self.prepare_km(data, peer, now, mono)
+        if isinstance(prepared, PreparedSa):
+            return self.install(prepared, now, mono)
+        if prepared is None:
+            return self.receive_other(data, peer)
+        self.stats.exchange(prepared.result)
+        return prepared
+
+    def prepare_km(self, data: bytes, peer: Address, now: datetime, mono: float
+                   ) -> "PreparedSa | Exchange | None":
+        """The stateless part, which key-management workers run: an AP Request verified and
+        answered (PreparedSa, for `install`), or refused (an Exchange with the Error Reply);
+        None for the other messages, which need the SAs (`receive_other`)."""
         try:
             framed = pktc.decode(data)
         except MalformedMessage as exc:
-            self.stats.exchange("malformed")
             return Exchange("unknown", exc.status, None)
         message = framed.message
-        if isinstance(message, pktc.ApRequestMsg):
-            # A retransmission comes from the same address; the same bytes from elsewhere
-            # are a replay and meet the replay cache (KRB_AP_ERR_REPEAT).
-            key = Lookaside.key(f"{peer[0]}:{peer[1]}|".encode() + data)
-            cached = self.lookaside.get(key, mono)
-            if cached is not None:
-                self.stats.exchange("retransmit")
-                return Exchange("ap_request", "RETRANSMIT", cached)
-            exchange = self._ap_request(framed, message, peer, now, mono)
-            if exchange.reply is not None:
-                self.lookaside.put(key, exchange.reply, mono)
-            self.stats.exchange(exchange.result)
-            return exchange
+        if not isinstance(message, pktc.ApRequestMsg):
+            return None
+        # A retransmission comes from the same address; the same bytes from elsewhere
+        # are a replay and meet the replay cache (KRB_AP_ERR_REPEAT).
+        key = Lookaside.key(f"{peer[0]}:{peer[1]}|".encode() + data)
+        cached = self.lookaside.get(key, mono)
+        if cached is not None:
+            return Exchange("ap_request", "RETRANSMIT", cached)
+        binding = pktc.ap_request_binding(message.server_nonce, message.spi, message.suites,
+                                          message.reestablish)
+        try:
+            accepted = accept_ap_req(message.ap_req, keys=self.keys, now=now,
+                                     max_skew=self.max_skew, replay=None, binding=binding)
+            pktc.verify_hmac(framed, pktc.hmac_key(accepted.session_key))
+            suite = next((esp.SUITES[s] for s in message.suites
+                          if s in esp.SUITES and esp.SUITES[s] in self.suites), None)
+            if suite is None:
+                raise NoCommonSuite("NO_COMMON_CIPHERSUITE")
+            if message.spi < 256:
+                raise MalformedMessage("RESERVED_SPI", str(message.spi))
+        except KerberosError as exc:
+            return Exchange("ap_request", exc.status, self._error(exc, now))
+        spi = self._free_spi(mono)
+        subkey = Key.random(accepted.session_key.enctype, self.random)
+        to_us, to_device = esp.derive_sa_keys(subkey, suite, message.spi, spi)
+        ticket_left = int((accepted.ticket.endtime - now).total_seconds())
+        lifetime = max(1, min(self.sa_lifetime_s, ticket_left))
+        grace = min(self.grace_s, lifetime // 2)
+        hmac_key = pktc.hmac_key(subkey)
+        reply = pktc.encode_ap_reply(build_ap_rep(accepted, subkey), spi, suite.pktc, lifetime,
+                                     grace, message.reestablish, self.ack_required, hmac_key)
+        self._issued[spi] = mono + lifetime
+        return PreparedSa(key, authenticator_fingerprint(accepted.ap_req), accepted.client,
+                          peer, spi, message.spi, suite.pktc, to_us, to_device, hmac_key,
+                          lifetime, grace, accepted.restriction, reply)
+
+    def install(self, prepared: PreparedSa, now: datetime, mono: float) -> Exchange:
+        """The stateful part, in the process that owns the SAs: the replay cache, then the SA
+        (a retransmission answered meanwhile gets the reply already sent)."""
+        cached = self.lookaside.get(prepared.lookaside_key, mono)
+        if cached is not None:
+            self.stats.exchange("RETRANSMIT")
+            return Exchange("ap_request", "RETRANSMIT", cached)
+        if prepared.spi in self.sas:  # a worker's SPI still in use here: the device retries
+            self.stats.exchange("spi_in_use")
+            return Exchange("ap_request", "SPI_IN_USE", None, prepared.client)
+        try:
+            self.replay.check_and_add(prepared.fingerprint, now)
+        except KerberosError as exc:
+            self.stats.exchange(exc.status)
+            return Exchange("ap_request", exc.status, self._error(exc, now), prepared.client)
+        suite = esp.SUITES[prepared.suite]
+        sa = ControllerSa(prepared.client, prepared.peer,
+                          esp.InboundSa(prepared.spi, suite, prepared.to_us),
+                          esp.OutboundSa(prepared.device_spi, suite, prepared.to_device,
+                                         self.random),
+                          prepared.hmac_key, mono + prepared.lifetime, prepared.restriction,
+                          prepared.grace)
+        previous = self.newest.get(sa.peer)
+        self.sas[sa.inbound.spi] = sa
+        self.newest[sa.peer] = sa
+        self.by_client[sa.client] = sa
+        if previous is not None and previous.client == sa.client:
+            # Packets already in flight on the old SA still arrive for a few seconds.
+            previous.expires = min(previous.expires, mono + 10)
+        self.lookaside.put(prepared.lookaside_key, prepared.reply, mono)
+        self.stats.exchange("OK")
+        return Exchange("ap_request", "OK", prepared.reply, sa.client, sa)
+
+    def receive_other(self, data: bytes, peer: Address) -> Exchange:
+        """Key-management messages other than AP Request (already framed correctly)."""
+        framed = pktc.decode(data)
+        message = framed.message
         if isinstance(message, pktc.SecParamRecovered):
             sa = self.newest.get(peer)
             try:
@@ -153,52 +251,15 @@ class KeyManagementServer:
             exc, realm=self.realm, sname=PrincipalName(2, tuple(self.principal.split("/"))),
             now=now)))
 
-    def _ap_request(self, framed: pktc.Framed, message: pktc.ApRequestMsg, peer: Address,
-                    now: datetime, mono: float) -> Exchange:
-        binding = pktc.ap_request_binding(message.server_nonce, message.spi, message.suites,
-                                          message.reestablish)
-        try:
-            accepted = accept_ap_req(message.ap_req, keys=self.keys, now=now,
-                                     max_skew=self.max_skew, replay=self.replay,
-                                     binding=binding)
-            pktc.verify_hmac(framed, pktc.hmac_key(accepted.session_key))
-            suite = next((esp.SUITES[s] for s in message.suites
-                          if s in esp.SUITES and esp.SUITES[s] in self.suites), None)
-            if suite is None:
-                raise NoCommonSuite("NO_COMMON_CIPHERSUITE")
-            if message.spi < 256:
-                raise MalformedMessage("RESERVED_SPI", str(message.spi))
-        except KerberosError as exc:
-            return Exchange("ap_request", exc.status, self._error(exc, now))
-        sa, reply = self._new_sa(accepted, message, suite, peer, now, mono)
-        return Exchange("ap_request", "OK", reply, accepted.client, sa)
-
-    def _new_sa(self, accepted: Accepted, message: pktc.ApRequestMsg, suite: esp.Suite,
-                peer: Address, now: datetime, mono: float) -> tuple[ControllerSa, bytes]:
-        spi = self._free_spi()
-        subkey = Key.random(accepted.session_key.enctype, self.random)
-        to_us, to_device = esp.derive_sa_keys(subkey, suite, message.spi, spi)
-        ticket_left = int((accepted.ticket.endtime - now).total_seconds())
-        lifetime = max(1, min(self.sa_lifetime_s, ticket_left))
-        previous = self.newest.get(peer)
-        grace = min(self.grace_s, lifetime // 2)
-        sa = ControllerSa(accepted.client, peer, esp.InboundSa(spi, suite, to_us),
-                          esp.OutboundSa(message.spi, suite, to_device, self.random),
-                          pktc.hmac_key(subkey), mono + lifetime, accepted.restriction, grace)
-        self.sas[spi] = sa
-        self.newest[peer] = sa
-        self.by_client[sa.client] = sa
-        if previous is not None and previous.client == sa.client:
-            # Packets already in flight on the old SA still arrive for a few seconds.
-            previous.expires = min(previous.expires, mono + 10)
-        reply = pktc.encode_ap_reply(build_ap_rep(accepted, subkey), spi, suite.pktc, lifetime,
-                                     grace, message.reestablish, self.ack_required, sa.hmac_key)
-        return sa, reply
-
-    def _free_spi(self) -> int:
+    def _free_spi(self, mono: float) -> int:
+        """A random SPI of this process's share (`spi_share`: index, count), not in use here
+        nor issued by this process for an SA still alive."""
+        if len(self._issued) > 2 * len(self.sas) + 65_536:
+            self._issued = {spi: end for spi, end in self._issued.items() if end > mono}
+        index, count = self.spi_share
         while True:
-            spi = secrets.randbelow(0xFFFFFF00) + 256
-            if spi not in self.sas:
+            spi = 256 + (secrets.randbelow(0xFFFFFF00 // count) * count + index)
+            if spi not in self.sas and self._issued.get(spi, 0.0) <= mono:
                 return spi
 
     # ESP -----------------------------------------------------------------------------

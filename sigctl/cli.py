@@ -21,12 +21,12 @@ def main() -> None:
 def run(config: Annotated[Path, typer.Option(exists=True, help="TOML settings file.")]) -> None:
     """Serve key management (UDP, PacketCable framing) and ESP until SIGTERM."""
     from common.log import configure
-    from sigctl.server import serve
+    from sigctl.server import serve, start_km_workers
     from telekey.runtime import run as run_loop
 
     settings = load_settings(SigctlSettings, config)
     configure(json=settings.log_json)
-    run_loop(serve(settings))
+    run_loop(serve(settings, start_km_workers(settings) if settings.km_workers else None))
 
 
 @app.command()

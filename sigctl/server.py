@@ -26,10 +26,10 @@ from common.call_control import CallControl, Leg, Outcome
 from common.ccache import Credential
 from common.escrow import seal
 from common.keytab import decode_keytab
-from common.km_server import ControllerSa, KeyManagementServer
+from common.km_server import ControllerSa, Exchange, KeyManagementServer, PreparedSa
 from common.log import get_logger
 from common.messages.base import compile_codecs
-from sigctl import metrics
+from sigctl import metrics, workers
 from sigctl.escrow_store import EscrowStore
 from sigctl.settings import SigctlSettings
 from telekey.kdc_client import keytab_login
@@ -40,15 +40,22 @@ ECHO_PORT = 7
 SUITES_BY_NAME = {s.name: s for s in esp.SUITES.values()}
 
 
+def build_core(settings: SigctlSettings, spi_share: tuple[int, int] = (0, 1)
+               ) -> KeyManagementServer:
+    """The key-management core of the settings (of the main process, or of a worker)."""
+    return KeyManagementServer(
+        principal=settings.principal, realm=settings.realm,
+        keys=KeytabKeys(decode_keytab(settings.keytab_file.read_bytes())),
+        suites=tuple(SUITES_BY_NAME[name] for name in settings.suites),
+        sa_lifetime_s=settings.sa_lifetime_s, grace_s=settings.grace_s,
+        max_skew_s=settings.max_skew_s, ack_required=settings.ack_required,
+        spi_share=spi_share)
+
+
 class Controller:
     def __init__(self, settings: SigctlSettings) -> None:
         self.settings = settings
-        keys = KeytabKeys(decode_keytab(settings.keytab_file.read_bytes()))
-        self.core = KeyManagementServer(
-            principal=settings.principal, realm=settings.realm, keys=keys,
-            suites=tuple(SUITES_BY_NAME[name] for name in settings.suites),
-            sa_lifetime_s=settings.sa_lifetime_s, grace_s=settings.grace_s,
-            max_skew_s=settings.max_skew_s, ack_required=settings.ack_required)
+        self.core = build_core(settings)
         self.km: Any = None
         self.esp: Any = None
         self.keytab = decode_keytab(settings.keytab_file.read_bytes())
@@ -80,9 +87,33 @@ class Controller:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
     def on_km(self, data: bytes, peer: tuple[str, int]) -> None:
         started = time.perf_counter()
-        exchange = self.core.receive_km(data, peer, datetime.now(UTC), time.monotonic())
+        self.finish(self.core.receive_km(data, peer, datetime.now(UTC), time.monotonic()),
+                    peer, started)
+
+    def on_worker(self, pipe: socket.socket) -> None:
+        """What a key-management worker prepared: install it, answer, log."""
+        try:
+            messages = workers.receive(pipe)
+        except EOFError:
+            asyncio.get_running_loop().remove_reader(pipe.fileno())
+            log.error("km_worker_gone")
+            return
+        for forwarded, peer, result, worker_s in messages:
+            started = time.perf_counter() - worker_s
+            if isinstance(result, PreparedSa):
+                exchange = self.core.install(result, datetime.now(UTC), time.monotonic())
+            elif isinstance(result, Exchange):
+                self.core.stats.exchange(result.result)
+                exchange = result
+            else:
+                assert forwarded is not None
+                exchange = self.core.receive_other(forwarded, peer)
+            self.finish(exchange, peer, started)
+
+    def finish(self, exchange: Exchange, peer: tuple[str, int], started: float) -> None:
         if exchange.reply is not None:
             self.km.sendto(exchange.reply, peer)
         metrics.exchanges.labels(exchange.kind, exchange.result).inc()
@@ -233,13 +264,50 @@ def _udp_socket(host: str, port: int, buffer_bytes: int) -> socket.socket:
     return sock
 
 
-async def serve(settings: SigctlSettings) -> None:
+class _Sender:
+    """The key-management socket when workers read it: the main process only sends."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def sendto(self, data: bytes, peer: tuple[str, int]) -> None:
+        try:
+            self.sock.sendto(data, peer)
+        except OSError as exc:  # a full buffer: the device retransmits, as after a loss
+            log.info("udp_error", error=str(exc), peer=f"{peer[0]}:{peer[1]}")
+
+    def get_extra_info(self, name: str) -> Any:
+        return self.sock.getsockname() if name == "sockname" else None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def km_socket(settings: SigctlSettings) -> socket.socket:
+    return _udp_socket(settings.listen_host, settings.km_port, settings.udp_buffer_bytes)
+
+
+def start_km_workers(settings: SigctlSettings) -> tuple[socket.socket, list[socket.socket]]:
+    """Before the event loop: the key-management socket and `km_workers` workers on it."""
+    compile_codecs()  # inherited by the workers
+    sock = km_socket(settings)
+    return sock, workers.start_workers(sock, settings.km_workers,
+                                       lambda share: build_core(settings, share))
+
+
+async def serve(settings: SigctlSettings,
+                km_workers: tuple[socket.socket, list[socket.socket]] | None = None) -> None:
     compile_codecs()  # before listening: no request pays for generating a codec
     controller = Controller(settings)
     loop = asyncio.get_running_loop()
-    km, _ = await loop.create_datagram_endpoint(
-        lambda: _Datagrams(controller.on_km),
-        sock=_udp_socket(settings.listen_host, settings.km_port, settings.udp_buffer_bytes))
+    km: Any
+    if km_workers is None:
+        km, _ = await loop.create_datagram_endpoint(
+            lambda: _Datagrams(controller.on_km), sock=km_socket(settings))
+    else:
+        km = _Sender(km_workers[0])
+        for pipe in km_workers[1]:
+            loop.add_reader(pipe.fileno(), controller.on_worker, pipe)
     esp_transport, _ = await loop.create_datagram_endpoint(
         lambda: _Datagrams(controller.on_esp),
         sock=_udp_socket(settings.listen_host, settings.esp_port, settings.udp_buffer_bytes))
@@ -255,7 +323,8 @@ async def serve(settings: SigctlSettings) -> None:
         metrics_port = server.server_port
     log.info("listening", host=settings.listen_host, km_port=km.get_extra_info("sockname")[1],
              esp_port=esp_transport.get_extra_info("sockname")[1], principal=settings.principal,
-             realm=settings.realm, metrics_port=metrics_port)
+             realm=settings.realm, metrics_port=metrics_port,
+             km_workers=len(km_workers[1]) if km_workers else 0)
 
     async def expire() -> None:
         """Once a second: Rekey for SAs the device let run into their grace period, and
@@ -285,5 +354,8 @@ async def serve(settings: SigctlSettings) -> None:
     await stop.wait()
     sweeper.cancel()
     km.close()
+    for pipe in km_workers[1] if km_workers else ():
+        loop.remove_reader(pipe.fileno())
+        pipe.close()  # the workers see it and exit
     esp_transport.close()
     log.info("stopped", sas=len(controller.core.sas))

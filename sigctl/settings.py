@@ -23,6 +23,9 @@ class SigctlSettings(BaseSettings):
     ack_required: bool = True
     metrics_port: int | None = None
     udp_buffer_bytes: int = 8 * 1024 * 1024  # receive buffer for bursts of AP Requests
+    # Worker processes for the CPU of AP exchanges (sigctl/workers.py); 0 = all in one
+    # process. On a machine with N cores, N - 1 or N: the main process keeps the SAs and ESP.
+    km_workers: int = 0
     # Labs and tests only, like SSLKEYLOGFILE: append each SA's keys as Wireshark esp_sa
     # records so a capture can be decrypted. Never set in production.
     esp_keylog_file: Path | None = None

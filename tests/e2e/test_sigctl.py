@@ -28,8 +28,11 @@ def _sa_up(device):
     return (manage(device, op="status")["link"] or {}).get("sa")
 
 
-def test_two_devices_echo_through_esp_and_survive_kill_9(lab):
-    controller = lab.controller("sc1")
+@pytest.mark.parametrize("km_workers", [0, 2])
+def test_two_devices_echo_through_esp_and_survive_kill_9(lab, km_workers):
+    """With key-management workers too: they go with the main process they serve, so the
+    restarted controller gets its ports back."""
+    controller = lab.controller("sc1", km_workers=km_workers)
     devices = [lab.device(mac, "sc1") for mac in MACS]
     for device in devices:
         wait_for(lambda d=device: _sa_up(d))
@@ -44,7 +47,7 @@ def test_two_devices_echo_through_esp_and_survive_kill_9(lab):
 
     os.kill(controller.process.pid, signal.SIGKILL)
     controller.process.wait()
-    restarted = lab.controller("sc1")
+    restarted = lab.controller("sc1", km_workers=km_workers)
     for device in devices:
         # ESP on the lost SA → Wake Up → AP exchange with the ticket the device still holds.
         reply = manage(device, op="echo", data="after restart")

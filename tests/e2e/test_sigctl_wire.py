@@ -80,8 +80,11 @@ def _ask(sock, port, data, timeout=2.0):
         return None
 
 
-def test_bad_ap_requests_and_esp_are_refused_and_counted(lab):
-    controller = lab.controller("sc1", metrics_port=0)
+@pytest.mark.parametrize("km_workers", [0, 2])
+def test_bad_ap_requests_and_esp_are_refused_and_counted(lab, km_workers):
+    """With km_workers = 2, the retransmission and the replay may reach the other worker:
+    the main process's lookaside and replay cache still tell them apart."""
+    controller = lab.controller("sc1", metrics_port=0, km_workers=km_workers)
     port = lab.controllers["sc1"]["km_port"]
     esp_port = lab.controllers["sc1"]["esp_port"]
     now = datetime.now(UTC)

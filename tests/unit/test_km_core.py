@@ -126,3 +126,34 @@ def test_controller_rekey_when_the_device_does_not():
     forged = pktc.encode_rekey(1, "sigctl/sc1@R", now, 1, (), 60, 10, False, bytes(20))
     with pytest.raises(KerberosError):
         client.receive(forged, 56.0)
+
+
+def test_workers_prepare_and_the_sa_owner_installs():
+    """km_workers: two worker cores with disjoint SPI shares prepare AP Requests; the core that
+    owns the SAs installs them. A retransmission prepared again gets the reply already sent;
+    the same AP-REQ from another address, prepared by the other worker, is a replay."""
+    now, make_server, client = setup()
+    owner = make_server()
+    workers = [KeyManagementServer(principal="sigctl/sc1", realm=REALM,
+                                   keys=owner.keys, spi_share=(i, 2)) for i in range(2)]
+    request = client.ap_request(now)
+    prepared = workers[0].prepare_km(request, DEVICE, now, 0.0)
+    assert (prepared.spi - 256) % 2 == 0 and prepared.client == f"cta/001a2b3c4d5e@{REALM}"
+    exchange = owner.install(prepared, now, 0.0)
+    assert exchange.result == "OK" and owner.sas[prepared.spi] is exchange.sa
+    again = owner.install(workers[1].prepare_km(request, DEVICE, now, 0.1), now, 0.1)
+    assert again.result == "RETRANSMIT" and again.reply == exchange.reply
+    replayed = owner.install(workers[1].prepare_km(request, ("127.0.0.1", 40001), now, 0.2),
+                             now, 0.2)
+    assert replayed.result == "REPLAY" and replayed.reply is not None
+    assert len(owner.sas) == 1
+    # The device's SA works with the installed one; other messages need the owner.
+    event = client.receive(exchange.reply, 0.0)
+    assert workers[1].prepare_km(event.ack, DEVICE, now, 0.3) is None
+    assert owner.receive_other(event.ack, DEVICE).result == "OK"
+    inner = esp.udp_datagram(5060, 7, b"ping")
+    assert owner.receive_esp(event.sa.outbound.seal(inner), DEVICE, 1.0).payload == inner
+    # Every SPI a worker hands out is its own share, and never one it issued before.
+    spis = {workers[1].prepare_km(client.ap_request(now), DEVICE, now, 0.0).spi
+            for _ in range(50)}
+    assert len(spis) == 50 and all((spi - 256) % 2 == 1 for spi in spis)
