@@ -131,10 +131,11 @@ def accept_ap_req(data: bytes, *, keys: KeyLookup, now: datetime, max_skew: time
                   replay: ReplayCache | None, binding: bytes | None = None,
                   usage_auth: int = KeyUsage.AP_REQ_AUTH,
                   usage_cksum: int = KeyUsage.AP_REQ_AUTH_CKSUM,
-                  require_checksum: bool = False) -> Accepted:
+                  require_checksum: bool = False, for_ap_rep: bool = True) -> Accepted:
     """Verify an AP-REQ (see the module text); `binding` is what a keyed authenticator
     checksum must cover. The TGS exchange uses the same checks with its own key usages (7 and
-    6), the KDC-REQ-BODY as binding and a checksum required (a GSS checksum is not one)."""
+    6), the KDC-REQ-BODY as binding, a checksum required (a GSS checksum is not one) and no
+    AP-REP (`for_ap_rep`: derive the AP-REP's and the PRF's keys along with the others)."""
     ap_req = decode_ap_req(data)
     ticket = ap_req.ticket
     key = keys(ticket.sname.name_string, ticket.realm, ticket.enc_part.etype,
@@ -146,10 +147,12 @@ def accept_ap_req(data: bytes, *, keys: KeyLookup, now: datetime, max_skew: time
         raise TicketNotYetValid("TICKET_NOT_YET_VALID")
     session = Key(part.key.keytype, part.key.keyvalue)
     # Everything this exchange derives from the session key, in one batch: the
-    # authenticator's keys, its checksum's, the AP-REP's, and the PRF's (which a controller
-    # keys its messages with).
-    session.prepare(((usage_auth, KE), (usage_auth, KI), (usage_cksum, KC),
-                     (KeyUsage.AP_REP_ENCPART, KE), (KeyUsage.AP_REP_ENCPART, KI)), prf=True)
+    # authenticator's keys, its checksum's, and for an AP-REP its keys and the PRF's (which a
+    # controller keys its messages with).
+    slots = ((usage_auth, KE), (usage_auth, KI), (usage_cksum, KC))
+    if for_ap_rep:
+        slots += ((KeyUsage.AP_REP_ENCPART, KE), (KeyUsage.AP_REP_ENCPART, KI))
+    session.prepare(slots, prf=for_ap_rep)
     auth = decode_authenticator(session.decrypt(usage_auth, ap_req.authenticator.cipher))
     if auth.cname != part.cname or auth.crealm != part.crealm:
         raise BadMatch("AUTHENTICATOR_CLIENT_MISMATCH")

@@ -58,7 +58,7 @@ from common.device_policy import (
 from common.errors import ClockSkew, KerberosError, MalformedMessage, ModifiedError
 from common.messages.cms import AlgorithmIdentifier, SignedData, decode_signed_data
 from common.messages.kdc_rep import encode_as_rep
-from common.messages.kdc_req import KdcReq, KdcReqBody, decode_as_req, encode_kdc_req_body
+from common.messages.kdc_req import KdcReq, KdcReqBody, decode_as_req, received_req_body
 from common.messages.krb_error import encode_method_data, encode_typed_data
 from common.messages.padata import (
     EtypeInfo2Entry,
@@ -293,7 +293,7 @@ def _pkinit(pa: PaData, req: KdcReq, data: bytes, reply_enctype: int, policy: As
         raise MalformedMessage("BAD_CONTENT_TYPE", signed.encap_content_info.e_content_type)
     cert, binding = _bind_client_certificate(signed, body.cname, policy, now, state, customers)
     auth_pack = decode_auth_pack(verify_signed_data(signed, cert))
-    _verify_pk_authenticator(auth_pack, req, policy, now)
+    _verify_pk_authenticator(auth_pack, req, data, policy, now)
     _verify_freshness(auth_pack.pk_authenticator.freshness_token, freshness_key, policy, now)
     if replay is not None:
         replay.check_and_add(hashlib.sha256(signed.signer_infos[0].signature).digest(), now)
@@ -365,8 +365,8 @@ def _bind_client_certificate(signed: SignedData, cname: PrincipalName, policy: A
     return cert, binding
 
 
-def _verify_pk_authenticator(auth_pack: AuthPack, req: KdcReq, policy: AsPolicy,
-                             now: datetime) -> None:
+def _verify_pk_authenticator(auth_pack: AuthPack, req: KdcReq, data: bytes,
+                             policy: AsPolicy, now: datetime) -> None:
     pk = auth_pack.pk_authenticator
     if abs(pk.ctime - now) > policy.max_skew:
         raise ClockSkew("CTIME_SKEW", f"ctime {pk.ctime.isoformat()}")
@@ -374,8 +374,7 @@ def _verify_pk_authenticator(auth_pack: AuthPack, req: KdcReq, policy: AsPolicy,
         raise PreauthFailed("NONCE_MISMATCH")
     if pk.pa_checksum is None:
         raise PaChecksumMissing("PA_CHECKSUM_MISSING")
-    # Strict DER: the re-encoded body is the received body (docs/protocol.md §1).
-    body = encode_kdc_req_body(req.req_body)
+    body = received_req_body(data)
     if not hmac.compare_digest(pk.pa_checksum, hashlib.sha1(body).digest()):
         raise ModifiedError("PA_CHECKSUM_MISMATCH")
     if pk.pa_checksum2 is not None:

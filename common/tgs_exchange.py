@@ -19,7 +19,7 @@ from common.codes import ErrorCode, KeyUsage, MessageType, PaDataType, TicketFla
 from common.crypto import Key
 from common.errors import KerberosError, MalformedMessage
 from common.messages.kdc_rep import ENC_TGS_REP_PART_TAG, encode_tgs_rep
-from common.messages.kdc_req import decode_tgs_req, encode_kdc_req_body
+from common.messages.kdc_req import decode_tgs_req, received_req_body
 from common.messages.types import find_padata
 from common.replay import ReplayCache
 from common.tickets import ServerUnknown, build_kdc_rep, choose_enctype, issue_ticket
@@ -55,9 +55,10 @@ def handle_tgs_req(data: bytes, *, realm: str, principals: PrincipalStore, now: 
         return entry.key
 
     accepted = accept_ap_req(pa.padata_value, keys=tgt_key, now=now, max_skew=max_skew,
-                             replay=replay, binding=encode_kdc_req_body(body),
+                             replay=replay, binding=received_req_body(data),
                              usage_auth=KeyUsage.TGS_REQ_AUTH,
-                             usage_cksum=KeyUsage.TGS_REQ_AUTH_CKSUM, require_checksum=True)
+                             usage_cksum=KeyUsage.TGS_REQ_AUTH_CKSUM, require_checksum=True,
+                             for_ap_rep=False)
     part, auth, session = accepted.ticket, accepted.authenticator, accepted.session_key
     if notes is not None:
         notes["client"] = accepted.client
