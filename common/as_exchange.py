@@ -22,7 +22,6 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
 
 from common.codes import (
     ErrorCode,
@@ -38,6 +37,7 @@ from common.crypto.cms import (
     DIGESTS,
     Signer,
     certificates_in,
+    chain_thumbprint,
     choose_content_cipher,
     envelope,
     sign_signed_data,
@@ -346,8 +346,7 @@ def _bind_client_certificate(signed: SignedData, cname: PrincipalName, policy: A
     records are consulted on every request."""
     cert = signer_certificate(signed)
     intermediates = certificates_in(signed)
-    thumbprint = hashlib.sha256(b"".join(c.public_bytes(Encoding.DER)
-                                         for c in [cert, *intermediates])).digest()
+    thumbprint = chain_thumbprint(signed, cert)
     cached = state.verified_chains.get(thumbprint) if state else None
     if cached is not None and now <= cached[0]:
         _, kind, chain = cached

@@ -138,11 +138,27 @@ def certificates_in(signed: SignedData) -> list[x509.Certificate]:
     return found
 
 
+def chain_thumbprint(signed: SignedData, signer: x509.Certificate) -> bytes:
+    """SHA-256 over the signer's certificate and every certificate the SignedData carries, as
+    received (the key of a cache of verified chains)."""
+    ders = list(signed.certificates or ())
+    signer_der = next((der for der in ders if der[:1] == b"\x30" and _certificate(der) is signer),
+                      None)
+    if signer_der is None:  # the signer's certificate came from elsewhere
+        signer_der = signer.public_bytes(Encoding.DER)
+    return hashlib.sha256(b"".join([signer_der, *ders])).digest()
+
+
+@functools.lru_cache(maxsize=4096)
+def issuer_der(cert: x509.Certificate) -> bytes:
+    """The DER issuer Name of `cert` (for IssuerAndSerialNumber), encoded once per certificate."""
+    return cert.issuer.public_bytes()
+
+
 def _sid_matches(sid: SignerIdentifier, cert: x509.Certificate) -> bool:
     if sid.issuer_and_serial_number is not None:
         ias = sid.issuer_and_serial_number
-        return (ias.serial_number == cert.serial_number and
-                ias.issuer == cert.issuer.public_bytes())
+        return ias.serial_number == cert.serial_number and ias.issuer == issuer_der(cert)
     try:
         ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:
@@ -280,7 +296,7 @@ def envelope(content: bytes, recipient: x509.Certificate, cipher_oid: str,
     ciphertext = encryptor.update(padder.update(content) + padder.finalize()) + \
         encryptor.finalize()
     recipient_info = KeyTransRecipientInfo(
-        0, SignerIdentifier(IssuerAndSerialNumber(recipient.issuer.public_bytes(),
+        0, SignerIdentifier(IssuerAndSerialNumber(issuer_der(recipient),
                                                   recipient.serial_number), None),
         AlgorithmIdentifier(RSA_ENCRYPTION, _DER_NULL), public.encrypt(key, padding.PKCS1v15()))
     return encode_enveloped_data(EnvelopedData(

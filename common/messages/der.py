@@ -161,7 +161,11 @@ def _text_from(encoding: str) -> Callable[[bytes, int, int], str]:
 
 
 def _time_from(data: bytes, start: int, end: int) -> Any:
-    return parse_kerberos_time(_text_from("ascii")(data, start, end))
+    try:
+        text = data[start:end].decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise _bad("BAD_STRING", start) from exc
+    return parse_kerberos_time(text)
 
 
 def _boolean_from(data: bytes, start: int, end: int) -> bool:
@@ -201,6 +205,8 @@ class Compiler:
     def __init__(self, mapping_for: Callable[[type], Any]) -> None:
         self._mapping_for = mapping_for
         self._names: dict[int, str] = {}
+        self._decoders: dict[int, Decoder] = {}  # by id(schema), like _names: pinned by _keep
+        self._encoders: dict[int, Encoder] = {}
         self._keep: list[base.Asn1Type] = []
         self._ns: dict[str, Any] = {
             "_bad": _bad, "read_header": read_header, "raw_tlv": raw_tlv,
@@ -214,11 +220,15 @@ class Compiler:
         }
 
     def decoder(self, schema: base.Asn1Type) -> Decoder:
-        decode: Decoder = self._ns["d_" + self._name(schema)]
+        decode = self._decoders.get(id(schema))
+        if decode is None:
+            decode = self._decoders[id(schema)] = self._ns["d_" + self._name(schema)]
         return decode
 
     def encoder(self, schema: base.Asn1Type) -> Encoder:
-        encode: Encoder = self._ns["e_" + self._name(schema)]
+        encode = self._encoders.get(id(schema))
+        if encode is None:
+            encode = self._encoders[id(schema)] = self._ns["e_" + self._name(schema)]
         return encode
 
     def _name(self, schema: base.Asn1Type) -> str:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from common.codes import MessageType
-from common.messages.asn1 import rfc4120 as asn1
 from common.errors import MalformedMessage
+from common.messages.asn1 import rfc4120 as asn1
 from common.messages.base import alias_schema, asn1_type, codec
 from common.messages.der import read_header
 from common.messages.header import verify_header

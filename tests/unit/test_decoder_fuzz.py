@@ -56,7 +56,7 @@ def test_discovery_finds_the_codecs():
 def test_decoder_returns_value_or_malformed(name):
     decode = DECODERS[name]
 
-    @settings(max_examples=EXAMPLES, deadline=2000, database=None,
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(st.binary(max_size=300) | mutated(SEEDS))
     def check(data):

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from common.errors import MalformedMessage
+from common.messages.cms import decode_signed_data
 from common.messages.kdc_req import (
     decode_as_req,
     decode_tgs_req,
@@ -15,7 +16,6 @@ from common.messages.kdc_req import (
     received_req_body,
 )
 from common.messages.pkinit import decode_auth_pack, decode_pa_pk_as_req
-from common.messages.cms import decode_signed_data
 
 MIT = Path(__file__).parents[1] / "interop" / "mit"
 

@@ -113,7 +113,7 @@ def test_valid_seeds_agree(name):
 def test_fuzzed_bytes_agree(name):
     schema = SCHEMAS[name]
 
-    @settings(max_examples=EXAMPLES, deadline=2000, database=None,
+    @settings(max_examples=EXAMPLES, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(mutated(seeds_for(schema), max_edits=3) | st.binary(max_size=64))
     def check(data):
