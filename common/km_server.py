@@ -16,6 +16,8 @@ costs each device one AP exchange (it learns of the restart from a Wake Up or si
   ICV or a replay is dropped and counted.
 """
 
+import heapq
+import itertools
 import os
 import secrets
 from collections.abc import Callable
@@ -135,6 +137,10 @@ class KeyManagementServer:
         # the ones they issued until the SA's end, since the SAs live in another process.
         self.spi_share = spi_share
         self._issued: dict[int, float] = {}
+        # (time, tie-breaker, SA) heaps for the once-a-second sweep (rekeys_due, expire).
+        self._expiries: list[tuple[float, int, ControllerSa]] = []
+        self._rekey_at: list[tuple[float, int, ControllerSa]] = []
+        self._sequence = itertools.count()
 
     # Key management ------------------------------------------------------------------
 
@@ -220,9 +226,11 @@ class KeyManagementServer:
         self.sas[sa.inbound.spi] = sa
         self.newest[sa.peer] = sa
         self.by_client[sa.client] = sa
+        self._schedule(sa)
         if previous is not None and previous.client == sa.client:
             # Packets already in flight on the old SA still arrive for a few seconds.
             previous.expires = min(previous.expires, mono + 10)
+            heapq.heappush(self._expiries, (previous.expires, next(self._sequence), previous))
         self.lookaside.put(prepared.lookaside_key, prepared.reply, mono)
         self.stats.exchange("OK")
         return Exchange("ap_request", "OK", prepared.reply, sa.client, sa)
@@ -290,6 +298,9 @@ class KeyManagementServer:
             return EspResult(sa, None, None, "NOT_UDP")
         self.stats.esp_accepted += 1
         if sa.peer != peer:  # the device's address changed (NAT rebinding): follow it
+            if self.newest.get(sa.peer) is sa:
+                del self.newest[sa.peer]
+                self.newest[peer] = sa
             sa.peer = peer
         return EspResult(sa, payload, None, None)
 
@@ -310,24 +321,38 @@ class KeyManagementServer:
     def rekeys_due(self, now: datetime, mono: float) -> list[tuple[ControllerSa, bytes]]:
         """Rekey messages (HMAC with the SA's sub-key) for SAs the device has not replaced by
         half their grace period before the end: the device re-keys at the start of the grace
-        period itself, so a Rekey means it missed that."""
+        period itself, so a Rekey means it missed that. Only the SAs due are looked at (a
+        heap by due time), not every SA: the daemon asks once a second."""
         due = []
-        for sa in self.newest.values():
-            if not sa.rekey_sent and sa.expires - sa.grace_s / 2 <= mono < sa.expires:
-                sa.rekey_sent = True
-                due.append((sa, pktc.encode_rekey(
-                    secrets.randbits(32), f"{self.principal}@{self.realm}", now,
-                    sa.inbound.spi, tuple(s.pktc for s in self.suites), self.sa_lifetime_s,
-                    self.grace_s, False, sa.hmac_key)))
+        while self._rekey_at and self._rekey_at[0][0] <= mono:
+            _, _, sa = heapq.heappop(self._rekey_at)
+            if sa.rekey_sent or mono >= sa.expires or self.newest.get(sa.peer) is not sa:
+                continue  # replaced, expired, or already sent
+            sa.rekey_sent = True
+            due.append((sa, pktc.encode_rekey(
+                secrets.randbits(32), f"{self.principal}@{self.realm}", now,
+                sa.inbound.spi, tuple(s.pktc for s in self.suites), self.sa_lifetime_s,
+                self.grace_s, False, sa.hmac_key)))
         return due
 
     def expire(self, mono: float) -> int:
-        """Forget SAs whose lifetime is over; returns how many went."""
-        gone = [spi for spi, sa in self.sas.items() if sa.expires <= mono]
-        for spi in gone:
-            sa = self.sas.pop(spi)
+        """Forget SAs whose lifetime is over; returns how many went (a heap by expiry: only
+        the SAs due are looked at)."""
+        gone = 0
+        while self._expiries and self._expiries[0][0] <= mono:
+            _, _, sa = heapq.heappop(self._expiries)
+            if sa.expires > mono or self.sas.get(sa.inbound.spi) is not sa:
+                continue  # an entry from before its expiry was brought forward, or gone
+            del self.sas[sa.inbound.spi]
             if self.newest.get(sa.peer) is sa:
                 del self.newest[sa.peer]
             if self.by_client.get(sa.client) is sa:
                 del self.by_client[sa.client]
-        return len(gone)
+            gone += 1
+        return gone
+
+    def _schedule(self, sa: ControllerSa) -> None:
+        """Heap entries for the SA's end and its Rekey time (entries made stale by a later
+        change are skipped when they come up)."""
+        heapq.heappush(self._expiries, (sa.expires, next(self._sequence), sa))
+        heapq.heappush(self._rekey_at, (sa.expires - sa.grace_s / 2, next(self._sequence), sa))

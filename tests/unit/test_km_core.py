@@ -157,3 +157,28 @@ def test_workers_prepare_and_the_sa_owner_installs():
     spis = {workers[1].prepare_km(client.ap_request(now), DEVICE, now, 0.0).spi
             for _ in range(50)}
     assert len(spis) == 50 and all((spi - 256) % 2 == 1 for spi in spis)
+
+
+def test_sweeps_look_only_at_what_is_due():
+    """expire() and rekeys_due() work from heaps by time: an SA replaced by a newer one ends
+    10 s later and gets no Rekey; the newer one gets its Rekey and its end on time; an SA that
+    followed its device to a new address (NAT rebinding) is still the one re-keyed."""
+    now, make_server, client = setup()
+    server = KeyManagementServer(principal="sigctl/sc1", realm=REALM,
+                                 keys=make_server().keys, sa_lifetime_s=60, grace_s=10)
+    first = server.receive_km(client.ap_request(now), DEVICE, now, 0.0).sa
+    second = server.receive_km(client.ap_request(now), DEVICE, now, 30.0).sa
+    assert server.expire(39.9) == 0 and server.expire(40.0) == 1
+    assert first.inbound.spi not in server.sas and server.sas[second.inbound.spi] is second
+    assert server.rekeys_due(now, 55.0) == []  # the replaced SA's turn: nothing
+    event = client.receive(server.receive_km(client.ap_request(now), DEVICE, now, 31.0).reply,
+                           0.0)
+    third = server.newest[DEVICE]
+    moved = ("127.0.0.1", 40002)
+    inner = esp.udp_datagram(5060, 7, b"ping")
+    assert server.receive_esp(event.sa.outbound.seal(inner), moved, 32.0).sa is third
+    assert server.newest == {moved: third}
+    [(sa, _)] = server.rekeys_due(now, 86.0)
+    assert sa is third and server.rekeys_due(now, 87.0) == []
+    assert server.expire(90.9) == 1 and server.expire(91.0) == 1  # second (at 41), third
+    assert server.sas == {} and server.newest == {} and server.by_client == {}
