@@ -103,15 +103,18 @@ class Controller:
             return
         for forwarded, peer, result, worker_s in messages:
             started = time.perf_counter() - worker_s
-            if isinstance(result, PreparedSa):
-                exchange = self.core.install(result, datetime.now(UTC), time.monotonic())
-            elif isinstance(result, Exchange):
-                self.core.stats.exchange(result.result)
-                exchange = result
-            else:
-                assert forwarded is not None
-                exchange = self.core.receive_other(forwarded, peer)
-            self.finish(exchange, peer, started)
+            try:
+                if isinstance(result, PreparedSa):
+                    exchange = self.core.install(result, datetime.now(UTC), time.monotonic())
+                elif isinstance(result, Exchange):
+                    self.core.stats.exchange(result.result)
+                    exchange = result
+                else:
+                    assert forwarded is not None
+                    exchange = self.core.receive_other(forwarded, peer)
+                self.finish(exchange, peer, started)
+            except Exception:  # our bug: log it, go on with the next
+                log.exception("internal_error", peer=f"{peer[0]}:{peer[1]}")
 
     def finish(self, exchange: Exchange, peer: tuple[str, int], started: float) -> None:
         if exchange.reply is not None:
