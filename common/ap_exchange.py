@@ -149,9 +149,9 @@ def accept_ap_req(data: bytes, *, keys: KeyLookup, now: datetime, max_skew: time
     # Everything this exchange derives from the session key, in one batch: the
     # authenticator's keys, its checksum's, and for an AP-REP its keys and the PRF's (which a
     # controller keys its messages with).
-    slots = ((usage_auth, KE), (usage_auth, KI), (usage_cksum, KC))
+    slots: list[tuple[int, int]] = [(usage_auth, KE), (usage_auth, KI), (usage_cksum, KC)]
     if for_ap_rep:
-        slots += ((KeyUsage.AP_REP_ENCPART, KE), (KeyUsage.AP_REP_ENCPART, KI))
+        slots += [(KeyUsage.AP_REP_ENCPART, KE), (KeyUsage.AP_REP_ENCPART, KI)]
     session.prepare(slots, prf=for_ap_rep)
     auth = decode_authenticator(session.decrypt(usage_auth, ap_req.authenticator.cipher))
     if auth.cname != part.cname or auth.crealm != part.crealm:

@@ -7,6 +7,7 @@ received is sent straight back (the network echo server)."""
 
 import asyncio
 import math
+import os
 import secrets
 import time
 import wave
@@ -50,11 +51,15 @@ def read_wav(path: Path) -> array:  # type: ignore[type-arg]
 
 
 def write_wav(path: Path, samples: array) -> None:  # type: ignore[type-arg]
-    with wave.open(str(path), "wb") as wav:
+    """Write a 16-bit mono WAV; it appears under `path` complete or not at all (written
+    beside it, then renamed), so whoever waits for a recording never reads half of one."""
+    partial = path.with_name(path.name + ".partial")
+    with wave.open(str(partial), "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(RATE)
         wav.writeframes(samples.tobytes())
+    os.replace(partial, path)
 
 
 def load_source(spec: str) -> array:  # type: ignore[type-arg]

@@ -11,16 +11,17 @@ from tests.conftest import MIT_FIXTURES
 pytestmark = pytest.mark.e2e
 
 
-def telekey(*args, check=True):
+def telekey(*args, check=True, timeout=120):
     result = subprocess.run([sys.executable, "-m", "telekey", *args], capture_output=True,
-                            text=True, timeout=120, check=False)
+                            text=True, timeout=timeout, check=False)
     if check:
         assert result.returncode == 0, result.stdout + result.stderr
     return result
 
 
 def test_lab_runs_end_to_end(tmp_path):
-    out = telekey("lab", "--workdir", str(tmp_path)).stdout
+    # The whole system, four parts: about 100 s on a slow day of this 2-vCPU VM.
+    out = telekey("lab", "--workdir", str(tmp_path), timeout=360).stdout
     assert "MIT kinit logs in to MIT krb5kdc with telekey's keytab" in out
     assert "session key in ticket matches the cache" in out
     assert out.count("krbtgt/INTEROP.TEST@INTEROP.TEST") >= 3

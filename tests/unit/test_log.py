@@ -14,7 +14,7 @@ def test_json_lines_and_tracebacks(capsys):
         log = get_logger("test_log")
         log.info("ap_request", peer="127.0.0.1:4000", spi=None, raw=b"\x01")
         try:
-            1 / 0
+            raise ZeroDivisionError("division by zero")
         except ZeroDivisionError:
             log.exception("internal_error", peer="127.0.0.1:4000")
         first, second = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
