@@ -146,7 +146,12 @@ class KeyManagementServer:
 
     def receive_km(self, data: bytes, peer: Address, now: datetime, mono: float) -> Exchange:
         """One key-management datagram, start to finish (the controller without workers)."""
-        prepared = self.prepare_km(data, peer, now, mono)
+        return self.complete(self.prepare_km(data, peer, now, mono), data, peer, now, mono)
+
+    def complete(self, prepared: "PreparedSa | Exchange | None", data: bytes, peer: Address,
+                 now: datetime, mono: float) -> Exchange:
+        """What follows `prepare_km`, in the process that owns the SAs: install a prepared
+        SA, handle a message that needs the SAs (`data`), or count a refusal."""
         if isinstance(prepared, PreparedSa):
             return self.install(prepared, now, mono)
         if prepared is None:

@@ -26,7 +26,7 @@ from common.call_control import CallControl, Leg, Outcome
 from common.ccache import Credential
 from common.escrow import seal
 from common.keytab import decode_keytab
-from common.km_server import ControllerSa, Exchange, KeyManagementServer, PreparedSa
+from common.km_server import ControllerSa, Exchange, KeyManagementServer
 from common.log import get_logger
 from common.messages.base import compile_codecs
 from sigctl import metrics, workers
@@ -104,15 +104,9 @@ class Controller:
         for forwarded, peer, result, worker_s in messages:
             started = time.perf_counter() - worker_s
             try:
-                if isinstance(result, PreparedSa):
-                    exchange = self.core.install(result, datetime.now(UTC), time.monotonic())
-                elif isinstance(result, Exchange):
-                    self.core.stats.exchange(result.result)
-                    exchange = result
-                else:
-                    assert forwarded is not None
-                    exchange = self.core.receive_other(forwarded, peer)
-                self.finish(exchange, peer, started)
+                self.finish(self.core.complete(result, forwarded or b"", peer,
+                                               datetime.now(UTC), time.monotonic()),
+                            peer, started)
             except Exception:  # our bug: log it, go on with the next
                 log.exception("internal_error", peer=f"{peer[0]}:{peer[1]}")
 

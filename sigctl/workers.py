@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from common.km_server import KeyManagementServer
+from common.km_server import Exchange, KeyManagementServer, PreparedSa
 from common.log import get_logger
 
 log = get_logger("sigctl.worker")
@@ -85,10 +85,13 @@ def _serve(sock: socket.socket, pipe: socket.socket, core: KeyManagementServer,
                                       pickle.HIGHEST_PROTOCOL))
 
 
-def receive(pipe: socket.socket) -> list[tuple[bytes | None, tuple[str, int], object, float]]:
+Message = tuple[bytes | None, tuple[str, int], PreparedSa | Exchange | None, float]
+
+
+def receive(pipe: socket.socket) -> list[Message]:
     """Every message waiting on a worker's socket pair; raises EOFError once the worker is
     gone."""
-    messages = []
+    messages: list[Message] = []
     while True:
         try:
             message = pipe.recv(MAX_MESSAGE)

@@ -160,12 +160,11 @@ def _text_from(encoding: str) -> Callable[[bytes, int, int], str]:
     return read
 
 
+_ascii_from = _text_from("ascii")
+
+
 def _time_from(data: bytes, start: int, end: int) -> Any:
-    try:
-        text = data[start:end].decode("ascii")
-    except UnicodeDecodeError as exc:
-        raise _bad("BAD_STRING", start) from exc
-    return parse_kerberos_time(text)
+    return parse_kerberos_time(_ascii_from(data, start, end))
 
 
 def _boolean_from(data: bytes, start: int, end: int) -> bool:
