@@ -39,10 +39,11 @@ from common.messages.ap_req import (
     encode_ap_req,
     encode_authenticator,
 )
-from common.messages.restriction import DeviceRestriction, find_restriction
-from common.messages.ticket import EncTicketPart, Ticket, decode_enc_ticket_part
+from common.messages.restriction import DeviceRestriction
+from common.messages.ticket import EncTicketPart, Ticket
 from common.messages.types import Checksum, EncryptedData, EncryptionKey, PrincipalName
 from common.replay import ReplayCache
+from common.ticket_cache import TicketCache, open_ticket
 
 GSS_CHECKSUM = 0x8003  # RFC 4121 §4.1.1
 MUTUAL_REQUIRED = 0x20000000  # ap-options bit 2
@@ -131,21 +132,26 @@ def accept_ap_req(data: bytes, *, keys: KeyLookup, now: datetime, max_skew: time
                   replay: ReplayCache | None, binding: bytes | None = None,
                   usage_auth: int = KeyUsage.AP_REQ_AUTH,
                   usage_cksum: int = KeyUsage.AP_REQ_AUTH_CKSUM,
-                  require_checksum: bool = False, for_ap_rep: bool = True) -> Accepted:
+                  require_checksum: bool = False, for_ap_rep: bool = True,
+                  tickets: TicketCache | None = None) -> Accepted:
     """Verify an AP-REQ (see the module text); `binding` is what a keyed authenticator
-    checksum must cover. The TGS exchange uses the same checks with its own key usages (7 and
-    6), the KDC-REQ-BODY as binding, a checksum required (a GSS checksum is not one) and no
-    AP-REP (`for_ap_rep`: derive the AP-REP's and the PRF's keys along with the others)."""
+    checksum must cover; `tickets` keeps opened tickets (common/ticket_cache.py). The TGS
+    exchange uses the same checks with its own key usages (7 and 6), the KDC-REQ-BODY as
+    binding, a checksum required (a GSS checksum is not one) and no AP-REP (`for_ap_rep`:
+    derive the AP-REP's and the PRF's keys along with the others)."""
     ap_req = decode_ap_req(data)
     ticket = ap_req.ticket
     key = keys(ticket.sname.name_string, ticket.realm, ticket.enc_part.etype,
                ticket.enc_part.kvno)
-    part = decode_enc_ticket_part(key.decrypt(KeyUsage.KDC_REP_TICKET, ticket.enc_part.cipher))
+    opened = open_ticket(ticket, key) if tickets is None else tickets.open(ticket, key)
+    part = opened.part
     if part.endtime <= now - max_skew:
+        if tickets is not None:
+            tickets.forget(ticket)
         raise TicketExpired("TICKET_EXPIRED", part.endtime.isoformat())
     if (part.starttime or part.authtime) > now + max_skew:
         raise TicketNotYetValid("TICKET_NOT_YET_VALID")
-    session = Key(part.key.keytype, part.key.keyvalue)
+    session = opened.session_key
     # Everything this exchange derives from the session key, in one batch: the
     # authenticator's keys, its checksum's, and for an AP-REP its keys and the PRF's (which a
     # controller keys its messages with).
@@ -168,7 +174,7 @@ def accept_ap_req(data: bytes, *, keys: KeyLookup, now: datetime, max_skew: time
         session.verify_checksum(usage_cksum, binding, cksum.checksum, cksum.cksumtype)
     if replay is not None:
         replay.check_and_add(authenticator_fingerprint(ap_req), now)
-    return Accepted(ap_req, part, auth, session, find_restriction(part.authorization_data))
+    return Accepted(ap_req, part, auth, session, opened.restriction)
 
 
 def authenticator_fingerprint(ap_req: ApReq) -> bytes:

@@ -5,7 +5,8 @@ State is the live SAs, the replay cache and the lookaside cache, all in memory: 
 costs each device one AP exchange (it learns of the restart from a Wake Up or silence).
 
 - AP Request → verify the AP-REQ (common/ap_exchange.py; the authenticator's keyed checksum
-  covers the pktc parameters), then the message HMAC with the ticket session key; choose the
+  covers the pktc parameters; a ticket seen before is not decrypted again,
+  common/ticket_cache.py), then the message HMAC with the ticket session key; choose the
   first of the device's suites we support; a new random sub-key in the session key's enctype;
   SA keys from it (common/esp.py); answer AP Reply. A Kerberos failure is answered with an
   Error Reply carrying the KRB-ERROR; bytes that are not a key-management message are dropped.
@@ -34,6 +35,7 @@ from common.messages.krb_error import encode_krb_error, error_reply
 from common.messages.restriction import DeviceRestriction
 from common.messages.types import PrincipalName
 from common.replay import ReplayCache
+from common.ticket_cache import TicketCache
 
 Address = tuple[str, int]
 
@@ -116,7 +118,7 @@ class KeyManagementServer:
                  sa_lifetime_s: int = 3600, grace_s: int = 300, max_skew_s: int = 300,
                  ack_required: bool = True,
                  random: Callable[[int], bytes] = os.urandom,
-                 spi_share: tuple[int, int] = (0, 1)) -> None:
+                 spi_share: tuple[int, int] = (0, 1), ticket_cache: int = 16384) -> None:
         self.principal = principal  # e.g. sigctl/sc1.lab.test
         self.realm = realm
         self.keys = keys
@@ -128,6 +130,7 @@ class KeyManagementServer:
         self.random = random
         self.replay = ReplayCache(2 * self.max_skew)
         self.lookaside = Lookaside(window_s=2 * max_skew_s)
+        self.tickets = TicketCache(ticket_cache)  # a device's ticket is opened once
         self.sas: dict[int, ControllerSa] = {}  # by our inbound SPI
         self.newest: dict[Address, ControllerSa] = {}  # by device address
         self.by_client: dict[str, ControllerSa] = {}  # newest by client principal
@@ -181,7 +184,8 @@ class KeyManagementServer:
                                           message.reestablish)
         try:
             accepted = accept_ap_req(message.ap_req, keys=self.keys, now=now,
-                                     max_skew=self.max_skew, replay=None, binding=binding)
+                                     max_skew=self.max_skew, replay=None, binding=binding,
+                                     tickets=self.tickets)
             pktc.verify_hmac(framed, pktc.hmac_key(accepted.session_key))
             suite = next((esp.SUITES[s] for s in message.suites
                           if s in esp.SUITES and esp.SUITES[s] in self.suites), None)

@@ -49,7 +49,7 @@ def build_core(settings: SigctlSettings, spi_share: tuple[int, int] = (0, 1)
         suites=tuple(SUITES_BY_NAME[name] for name in settings.suites),
         sa_lifetime_s=settings.sa_lifetime_s, grace_s=settings.grace_s,
         max_skew_s=settings.max_skew_s, ack_required=settings.ack_required,
-        spi_share=spi_share)
+        spi_share=spi_share, ticket_cache=settings.ticket_cache)
 
 
 class Controller:

@@ -26,6 +26,9 @@ class SigctlSettings(BaseSettings):
     # Worker processes for the CPU of AP exchanges (sigctl/workers.py); 0 = all in one
     # process. On a machine with N cores, N - 1 or N: the main process keeps the SAs and ESP.
     km_workers: int = 0
+    # Opened tickets kept (common/ticket_cache.py), per process: a device's ticket is
+    # decrypted once, not at every AP Request. About 3 KB each; 0 = decrypt every time.
+    ticket_cache: int = 16384
     # Labs and tests only, like SSLKEYLOGFILE: append each SA's keys as Wireshark esp_sa
     # records so a capture can be decrypted. Never set in production.
     esp_keylog_file: Path | None = None
