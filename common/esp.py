@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from common.crypto import Key
+from common.crypto.hmac_states import hmac_digest
 from common.errors import KerberosError, MalformedMessage
 
 NEXT_HEADER_UDP = 17
@@ -124,7 +125,7 @@ class OutboundSa:
             return header + iv + self._gcm.encrypt(self.keys.salt + iv, plain, header)
         encryptor = _cbc(suite, self.keys.encryption, iv).encryptor()
         body = header + iv + encryptor.update(plain) + encryptor.finalize()
-        icv = hmac.digest(self.keys.integrity, body, "sha1")[:suite.icv_bytes]
+        icv = hmac_digest(self.keys.integrity, body, "sha1")[:suite.icv_bytes]
         return body + icv
 
 
@@ -172,7 +173,7 @@ class InboundSa:
                 raise EspDropped("ESP_BAD_ICV") from exc
         else:
             body, icv = packet[:-suite.icv_bytes], packet[-suite.icv_bytes:]
-            expected = hmac.digest(self.keys.integrity, body, "sha1")
+            expected = hmac_digest(self.keys.integrity, body, "sha1")
             if not hmac.compare_digest(expected[:suite.icv_bytes], icv):
                 raise EspDropped("ESP_BAD_ICV")
             ciphertext = body[8 + suite.iv_bytes:]

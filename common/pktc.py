@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from common.crypto import Key
+from common.crypto.hmac_states import hmac_digest
 from common.errors import IntegrityError, MalformedMessage
 from common.messages.der import read_header
 
@@ -43,8 +44,9 @@ Suite = tuple[int, int]  # (authentication algorithm, encryption transform)
 
 
 def hmac_key(key: Key) -> bytes:
-    """The 20-byte HMAC-SHA-1 key of a Kerberos key: PRF+(key, label), RFC 6113 §5.1."""
-    return key.prf_plus(HMAC_LABEL, HMAC_BYTES)
+    """The 20-byte HMAC-SHA-1 key of a Kerberos key: PRF+(key, label), RFC 6113 §5.1; kept
+    on the key, which signs more than one message."""
+    return key.prf_plus(HMAC_LABEL, HMAC_BYTES, keep=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,7 +218,7 @@ def _suites(suites: tuple[Suite, ...]) -> bytes:
 
 
 def _sign(body: bytes, key: bytes) -> bytes:
-    return body + hmac.digest(key, body, "sha1")
+    return body + hmac_digest(key, body, "sha1")
 
 
 def verify_hmac(framed: Framed, key: bytes) -> None:
@@ -224,7 +226,7 @@ def verify_hmac(framed: Framed, key: bytes) -> None:
     message = framed.message
     if framed.signed is None or not hasattr(message, "hmac"):
         raise MalformedMessage("PKTC_NOT_SIGNED")
-    expected = hmac.digest(key, framed.signed, "sha1")
+    expected = hmac_digest(key, framed.signed, "sha1")
     if not hmac.compare_digest(expected, message.hmac):
         raise IntegrityError("PKTC_BAD_HMAC")
 

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from common.crypto.aes_cts import BLOCK, ZERO_IV, aes_encrypt_block, cts_decrypt, cts_encrypt
+from common.crypto.hmac_states import hmac_digest
 from common.crypto.rfc3961 import EncTypeProfile, nfold, usage_constant
 from common.errors import IntegrityError
 
@@ -65,7 +66,7 @@ class AesSha1(EncTypeProfile):
 
     def encrypt_with(self, ke: bytes, ki: bytes, plaintext: bytes, confounder: bytes) -> bytes:
         data = confounder + plaintext
-        mac = hmac.digest(ki, data, "sha1")[:_MAC_BYTES]
+        mac = hmac_digest(ki, data, "sha1")[:_MAC_BYTES]
         return cts_encrypt(ke, ZERO_IV, data) + mac
 
     def decrypt_with(self, ke: bytes, ki: bytes, ciphertext: bytes) -> bytes:
@@ -73,13 +74,13 @@ class AesSha1(EncTypeProfile):
             raise IntegrityError("CIPHERTEXT_TOO_SHORT", f"{len(ciphertext)} bytes")
         body, mac = ciphertext[:-_MAC_BYTES], ciphertext[-_MAC_BYTES:]
         data = cts_decrypt(ke, ZERO_IV, body)
-        expected = hmac.digest(ki, data, "sha1")[:_MAC_BYTES]
+        expected = hmac_digest(ki, data, "sha1")[:_MAC_BYTES]
         if not hmac.compare_digest(mac, expected):
             raise IntegrityError("BAD_INTEGRITY", "HMAC-SHA1-96 mismatch")
         return data[BLOCK:]
 
     def checksum_with(self, kc: bytes, data: bytes) -> bytes:
-        return hmac.digest(kc, data, "sha1")[:_MAC_BYTES]
+        return hmac_digest(kc, data, "sha1")[:_MAC_BYTES]
 
     def prf(self, key: bytes, data: bytes) -> bytes:
         """RFC 3962 §6: E(DK(key, "prf"), SHA1(data) truncated to one block)."""

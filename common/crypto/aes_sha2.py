@@ -11,6 +11,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
 from common.crypto.aes_cts import BLOCK, ZERO_IV, cts_decrypt, cts_encrypt
+from common.crypto.hmac_states import hmac_digest
 from common.crypto.rfc3961 import KE, EncTypeProfile, usage_constant
 from common.errors import IntegrityError
 
@@ -24,7 +25,7 @@ def kdf_hmac_sha2(digest: str, key: bytes, label: bytes, nbits: int, context: by
     if nbits > digest_size * 8:
         raise ValueError("KDF-HMAC-SHA2 output larger than one hash")
     message = b"\x00\x00\x00\x01" + label + b"\x00" + context + struct.pack(">I", nbits)
-    return hmac.digest(key, message, digest)[: nbits // 8]
+    return hmac_digest(key, message, digest)[: nbits // 8]
 
 
 class AesSha2(EncTypeProfile):
@@ -65,20 +66,20 @@ class AesSha2(EncTypeProfile):
 
     def encrypt_with(self, ke: bytes, ki: bytes, plaintext: bytes, confounder: bytes) -> bytes:
         ciphertext = cts_encrypt(ke, ZERO_IV, confounder + plaintext)
-        mac = hmac.digest(ki, ZERO_IV + ciphertext, self.digest)[: self.mac_bytes]
+        mac = hmac_digest(ki, ZERO_IV + ciphertext, self.digest)[: self.mac_bytes]
         return ciphertext + mac
 
     def decrypt_with(self, ke: bytes, ki: bytes, ciphertext: bytes) -> bytes:
         if len(ciphertext) < BLOCK + self.mac_bytes:
             raise IntegrityError("CIPHERTEXT_TOO_SHORT", f"{len(ciphertext)} bytes")
         body, mac = ciphertext[: -self.mac_bytes], ciphertext[-self.mac_bytes :]
-        expected = hmac.digest(ki, ZERO_IV + body, self.digest)[: self.mac_bytes]
+        expected = hmac_digest(ki, ZERO_IV + body, self.digest)[: self.mac_bytes]
         if not hmac.compare_digest(mac, expected):
             raise IntegrityError("BAD_INTEGRITY", f"HMAC-{self.digest.upper()} mismatch")
         return cts_decrypt(ke, ZERO_IV, body)[BLOCK:]
 
     def checksum_with(self, kc: bytes, data: bytes) -> bytes:
-        return hmac.digest(kc, data, self.digest)[: self.mac_bytes]
+        return hmac_digest(kc, data, self.digest)[: self.mac_bytes]
 
     def prf(self, key: bytes, data: bytes) -> bytes:
         """RFC 8009 §5: KDF-HMAC-SHA2(key, "prf", data, 256 or 384)."""

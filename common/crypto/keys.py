@@ -49,7 +49,7 @@ class Key:
     service key that decrypts thousands of tickets cost one derivation, not thousands.
     """
 
-    __slots__ = ("enctype", "data", "profile", "_usage_keys")
+    __slots__ = ("enctype", "data", "profile", "_usage_keys", "_kept")
 
     def __init__(self, enctype: int, data: bytes) -> None:
         self.profile = get_enctype(enctype)
@@ -58,6 +58,7 @@ class Key:
         self.enctype = enctype
         self.data = bytes(data)
         self._usage_keys: dict[tuple[int, int], bytes] = {}
+        self._kept: dict[tuple[bytes, int], bytes] | None = None  # prf_plus(keep=True)
 
     def __repr__(self) -> str:  # never show key bytes
         return f"Key({self.profile.name})"
@@ -153,8 +154,17 @@ class Key:
         result: bytes = self.profile.prf_with(derived, data)  # type: ignore[attr-defined]
         return result
 
-    def prf_plus(self, data: bytes, nbytes: int) -> bytes:
-        """RFC 6113 §5.1 PRF+: PRF(key, 1|data) | PRF(key, 2|data) | ... truncated."""
+    def prf_plus(self, data: bytes, nbytes: int, *, keep: bool = False) -> bytes:
+        """RFC 6113 §5.1 PRF+: PRF(key, 1|data) | PRF(key, 2|data) | ... truncated. `keep`:
+        remember the result on this key (a key derived from it for every message, such as a
+        ticket session key's PacketCable HMAC key while the ticket cache holds the key)."""
+        if keep:
+            kept = self._kept if self._kept is not None else {}
+            self._kept = kept
+            remembered = kept.get((data, nbytes))
+            if remembered is None:
+                remembered = kept[(data, nbytes)] = self.prf_plus(data, nbytes)
+            return remembered
         derived = self._prf_key()
         if derived is not None:
             result: bytes = self.profile.prf_plus_with(  # type: ignore[attr-defined]

@@ -148,6 +148,10 @@ def test_prf_plus_is_prf_with_counter():
     assert out[:16] == key.prf(b"\x01pepper")
     assert out[16:32] == key.prf(b"\x02pepper")
     assert out[32:] == key.prf(b"\x03pepper")[:8]
+    kept = key.prf_plus(b"pepper", 40, keep=True)
+    assert kept == out
+    assert key.prf_plus(b"pepper", 40, keep=True) is kept  # remembered, not derived again
+    assert key.prf_plus(b"pepper", 20, keep=True) == out[:20]  # per (data, length)
 
 
 def test_key_repr_hides_bytes():
