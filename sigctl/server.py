@@ -75,6 +75,10 @@ class Controller:
         self.links: dict[str, ControllerLink] = {}
         self.peer_tickets: dict[str, Credential] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # With km_workers: the shared key-management socket and our ends of the workers'
+        # socket pairs, while they live.
+        self.km_socket: socket.socket | None = None
+        self.worker_pipes: set[socket.socket] = set()
 
     def _principal(self, client: str) -> str:
         return client.removesuffix("@" + self.settings.realm)
@@ -93,13 +97,39 @@ class Controller:
         self.finish(self.core.receive_km(data, peer, datetime.now(UTC), time.monotonic()),
                     peer, started)
 
+    def on_km_readable(self) -> None:
+        """The key-management socket, read here once every worker is gone: a burst at a time,
+        so ESP and timers still get their turn."""
+        assert self.km_socket is not None
+        for _ in range(64):
+            try:
+                data, peer = self.km_socket.recvfrom(65536)
+            except BlockingIOError:
+                return
+            try:
+                self.on_km(data, peer)
+            except Exception:  # our bug: log it, go on with the next
+                log.exception("internal_error", peer=f"{peer[0]}:{peer[1]}")
+
+    def worker_gone(self, pipe: socket.socket) -> None:
+        """A worker died (killed, or out of memory): the others go on; after the last one
+        this process serves key management itself, with the SPI space and SAs it has."""
+        loop = asyncio.get_running_loop()
+        loop.remove_reader(pipe.fileno())
+        pipe.close()
+        self.worker_pipes.discard(pipe)
+        workers.reap()
+        log.error("km_worker_gone", workers_left=len(self.worker_pipes))
+        if not self.worker_pipes and self.km_socket is not None:
+            loop.add_reader(self.km_socket.fileno(), self.on_km_readable)
+            log.error("km_in_process", reason="every key-management worker is gone")
+
     def on_worker(self, pipe: socket.socket) -> None:
         """What a key-management worker prepared: install it, answer, log."""
         try:
             messages = workers.receive(pipe)
         except EOFError:
-            asyncio.get_running_loop().remove_reader(pipe.fileno())
-            log.error("km_worker_gone")
+            self.worker_gone(pipe)
             return
         for forwarded, peer, result, worker_s in messages:
             started = time.perf_counter() - worker_s
@@ -303,7 +333,9 @@ async def serve(settings: SigctlSettings,
             lambda: _Datagrams(controller.on_km), sock=km_socket(settings))
     else:
         km = _Sender(km_workers[0])
+        controller.km_socket = km_workers[0]
         for pipe in km_workers[1]:
+            controller.worker_pipes.add(pipe)
             loop.add_reader(pipe.fileno(), controller.on_worker, pipe)
     esp_transport, _ = await loop.create_datagram_endpoint(
         lambda: _Datagrams(controller.on_esp),
@@ -350,8 +382,10 @@ async def serve(settings: SigctlSettings,
     gc.freeze()
     await stop.wait()
     sweeper.cancel()
+    if controller.km_socket is not None and not controller.worker_pipes:
+        loop.remove_reader(controller.km_socket.fileno())
     km.close()
-    for pipe in km_workers[1] if km_workers else ():
+    for pipe in controller.worker_pipes:
         loop.remove_reader(pipe.fileno())
         pipe.close()  # the workers see it and exit
     esp_transport.close()

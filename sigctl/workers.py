@@ -7,7 +7,9 @@ metrics (KeyManagementServer.install). A worker never sends on the network.
 
 The workers are forked before the event loop starts and share the key-management socket
 with the main process, which only sends on it. A worker exits when its socket pair closes:
-the main process stopped or died (even by SIGKILL), so no worker outlives it.
+the main process stopped or died (even by SIGKILL), so no worker outlives it. A worker that
+dies leaves the others serving; once none is left the main process reads the socket itself
+(sigctl/server.py `Controller.worker_gone`).
 """
 
 import gc
@@ -83,6 +85,17 @@ def _serve(sock: socket.socket, pipe: socket.socket, core: KeyManagementServer,
             pipe.send(pickle.dumps((forwarded, peer, result,
                                        time.perf_counter() - started),
                                       pickle.HIGHEST_PROTOCOL))
+
+
+def reap() -> None:
+    """Collect the exit status of every worker that has ended (no zombies left behind)."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 Message = tuple[bytes | None, tuple[str, int], PreparedSa | Exchange | None, float]

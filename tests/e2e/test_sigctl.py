@@ -60,6 +60,23 @@ def test_two_devices_echo_through_esp_and_survive_kill_9(lab, km_workers):
         assert events(device, "wake_up")
 
 
+def test_key_management_goes_on_when_every_worker_is_killed(lab):
+    """km_workers = 2, both workers killed (-9): each death is logged and reaped, and after
+    the last the main process answers AP Requests itself."""
+    controller = lab.controller("sc1", km_workers=2)
+    ready = wait_for(lambda: _at_least(events(controller, "km_worker_ready"), 2))
+    for worker in ready:
+        os.kill(worker["pid"], signal.SIGKILL)
+    wait_for(lambda: events(controller, "km_in_process"))
+    assert [e["workers_left"] for e in events(controller, "km_worker_gone")] == [1, 0]
+    for worker in ready:  # reaped, not left as zombies
+        assert not os.path.exists(f"/proc/{worker['pid']}")
+    device = lab.device(MACS[0], "sc1")
+    wait_for(lambda: _sa_up(device))
+    assert manage(device, op="echo", data="no workers")["reply"] == "no workers"
+    assert [e["result"] for e in events(controller, "ap_request")] == ["OK"]
+
+
 def test_failover_to_backup_controller_without_pkinit(lab):
     """The primary controller goes away: the device's AP Requests go unanswered (1 s, five
     retransmissions), it turns to its backup with the ticket it got by TGS, and signaling
