@@ -29,6 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.harness import (  # noqa: E402
     controller_config,
+    cpu_seconds,
     cpu_seconds_tree,
     device_client,
     device_ticket,
@@ -121,9 +122,13 @@ def main() -> None:
         controller = start_service(["sigctl", "run", "--config", str(config)],
                                    base / "second.log")
         try:
-            cpu_before = cpu_seconds_tree(controller.process.pid)
+            pid = controller.process.pid
+            cpu_before, main_before = cpu_seconds_tree(pid), cpu_seconds(pid)
+            driver_before = time.process_time()
             replies, seconds = storm(km_port, requests, args.window)
-            controller_cpu = cpu_seconds_tree(controller.process.pid) - cpu_before
+            driver_cpu = time.process_time() - driver_before
+            controller_cpu = cpu_seconds_tree(pid) - cpu_before
+            main_cpu = cpu_seconds(pid) - main_before
         finally:
             controller.stop()
     recovered = 0
@@ -146,6 +151,10 @@ def main() -> None:
           f"{seconds:.2f} s ({recovered / seconds:.0f}/s) after kill -9 and restart")
     print(f"controller CPU {controller_cpu:.2f} s ({controller_cpu * 1e6 / n:.0f} us per device, "
           f"{100 * controller_cpu / seconds:.0f}% of one core, workers included)")
+    if args.km_workers:
+        print(f"  main process {main_cpu:.2f} s ({100 * main_cpu / seconds:.0f}% of a core), "
+              f"workers {controller_cpu - main_cpu:.2f} s")
+    print(f"simulated devices (this process) CPU {driver_cpu:.2f} s, on the same cores")
     print(f"recovered={recovered} lost={n - recovered} seconds={seconds:.2f}")
 
 
