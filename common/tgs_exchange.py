@@ -22,6 +22,7 @@ from common.messages.kdc_rep import ENC_TGS_REP_PART_TAG, encode_tgs_rep
 from common.messages.kdc_req import decode_tgs_req, received_req_body
 from common.messages.types import find_padata
 from common.replay import ReplayCache
+from common.ticket_cache import TicketCache
 from common.tickets import ServerUnknown, build_kdc_rep, choose_enctype, issue_ticket
 
 
@@ -33,9 +34,11 @@ def handle_tgs_req(data: bytes, *, realm: str, principals: PrincipalStore, now: 
                    enctypes: tuple[int, ...], max_skew: timedelta,
                    default_lifetime: timedelta, replay: ReplayCache | None = None,
                    random: Callable[[int], bytes] = os.urandom,
-                   notes: dict[str, str] | None = None) -> bytes:
+                   notes: dict[str, str] | None = None,
+                   tickets: TicketCache | None = None) -> bytes:
     """Process one TGS-REQ; return the DER TGS-REP or raise a KerberosError. `notes`, when
-    given, receives `server` and, once the TGT verifies, `client` (for the edge's log line)."""
+    given, receives `server` and, once the TGT verifies, `client` (for the edge's log line);
+    `tickets` keeps opened TGTs (a client presents its TGT for every service ticket)."""
     req = decode_tgs_req(data)
     body = req.req_body
     if notes is not None and body.sname is not None:
@@ -58,7 +61,7 @@ def handle_tgs_req(data: bytes, *, realm: str, principals: PrincipalStore, now: 
                              replay=replay, binding=received_req_body(data),
                              usage_auth=KeyUsage.TGS_REQ_AUTH,
                              usage_cksum=KeyUsage.TGS_REQ_AUTH_CKSUM, require_checksum=True,
-                             for_ap_rep=False)
+                             for_ap_rep=False, tickets=tickets)
     part, auth, session = accepted.ticket, accepted.authenticator, accepted.session_key
     if notes is not None:
         notes["client"] = accepted.client

@@ -9,11 +9,12 @@ keyed by the ticket's exact cipher bytes, so a ticket costs one decryption, not 
 Request (TLS session tickets make the same trade).
 
 It changes nothing a verifier checks: an entry is made only after the ticket decrypted with
-its integrity check passing, it is found only by the very same ciphertext, and only while the
-service key that opened it is still the one the key lookup returns (a keytab reload makes
-new Key objects, so nothing opened under an old key is reused). The validity window, the
-authenticator and the replay cache are checked on every request, hit or miss. Bounded: the
-least recently used entry goes first.
+its integrity check passing, and it is found only by the very same ciphertext under the very
+same service key (the key the lookup returns now: after a key change nothing opened under
+the old key is reused, while a reload of unchanged keys, as the KDC's principal cache does
+every few seconds, keeps the entries). The validity window, the authenticator and the replay
+cache are checked on every request, hit or miss. Bounded: the least recently used entry goes
+first. Used by the signaling controller (device tickets) and the KDC's TGS (TGTs).
 """
 
 from collections import OrderedDict
@@ -27,7 +28,7 @@ from common.messages.ticket import EncTicketPart, Ticket, decode_enc_ticket_part
 
 @dataclass(frozen=True, slots=True)
 class OpenedTicket:
-    service_key: Key  # the key that opened it; the entry is only good while this is current
+    service_key: Key  # the key that opened it; the entry is only good under the same key
     part: EncTicketPart
     session_key: Key  # keeps the usage keys derived from it
     restriction: DeviceRestriction | None
@@ -54,7 +55,7 @@ class TicketCache:
         """`open_ticket`, or what it returned for these cipher bytes under this key."""
         cipher = ticket.enc_part.cipher
         opened = self._opened.get(cipher)
-        if opened is not None and opened.service_key is service_key:
+        if opened is not None and opened.service_key == service_key:
             self._opened.move_to_end(cipher)
             self.hits += 1
             return opened

@@ -27,6 +27,7 @@ from common.messages.krb_error import encode_krb_error, error_reply
 from common.rate_limit import RateLimiter
 from common.replay import ReplayCache
 from common.tgs_exchange import handle_tgs_req
+from common.ticket_cache import TicketCache
 from kdc import metrics
 from kdc.cache import CachedPrincipals
 from kdc.db import Database
@@ -53,6 +54,7 @@ class Kdc:
 
     limiter: RateLimiter | None = None
     lookaside: Lookaside = field(default_factory=Lookaside)
+    tickets: TicketCache = field(default_factory=TicketCache)  # opened TGTs
 
     def __post_init__(self) -> None:
         if self.principals is None:
@@ -96,7 +98,7 @@ class Kdc:
                     data, realm=self.policy.realm, principals=self.principals, now=now,
                     enctypes=self.policy.enctypes, max_skew=self.policy.max_skew,
                     default_lifetime=self.policy.default_lifetime, replay=self.replay,
-                    notes=notes)
+                    notes=notes, tickets=self.tickets)
             else:
                 raise MalformedMessage("NOT_A_KDC_REQUEST", f"first byte {data[:1].hex()}")
         except KerberosError as exc:

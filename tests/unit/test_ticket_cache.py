@@ -80,21 +80,21 @@ def test_every_check_still_runs_on_a_hit():
     assert cache.hits == 4  # the replay, the checksum, the skew and the expiry: all hits
 
 
-def test_a_new_service_key_opens_the_ticket_again():
-    """A keytab reload builds new Key objects: an entry opened under the old one is not used,
-    even for a key with the same bytes, and a ticket that the new key cannot open fails."""
+def test_only_the_same_service_key_reuses_an_entry():
+    """A reload of unchanged keys (new Key objects, same bytes) keeps the entry; a different
+    key opens the ticket again, and fails on a ticket it cannot open."""
     now = datetime.now(UTC)
     old = Key.random(18)
     issued = _ticket(now, old)
     cache = TicketCache(8)
     cache.open(issued.ticket, old)
-    same_bytes = Key(18, old.data)
-    assert cache.open(issued.ticket, same_bytes).service_key is same_bytes
-    assert cache.misses == 2
+    assert cache.open(issued.ticket, Key(18, old.data)).service_key is old
+    assert (cache.misses, cache.hits) == (1, 1)
     with pytest.raises(IntegrityError):
         cache.open(issued.ticket, Key.random(18))
-    assert cache.open(issued.ticket, same_bytes).service_key is same_bytes
-    assert cache.hits == 1
+    assert cache.misses == 2
+    assert cache.open(issued.ticket, old).service_key is old  # the failure replaced nothing
+    assert cache.hits == 2
 
 
 def test_bad_ciphertext_is_never_kept():
