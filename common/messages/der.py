@@ -8,6 +8,7 @@ encodings). DER is enforced here directly: definite minimal lengths, minimal INT
 no components outside the schema. Single-byte tags only (all Kerberos/PKINIT/CMS tags here).
 """
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -215,7 +216,7 @@ class Compiler:
             "_flags_from": _flags_from, "_bitstring_bytes_from": _bitstring_bytes_from,
             "_oid_from": _oid_from, "_check_set_order": _check_set_order,
             "_der_set_order": _der_set_order, "format_kerberos_time": format_kerberos_time,
-            "_SMALL_INTEGERS": _SMALL_INTEGERS, "_wrap": _wrap,
+            "_SMALL_INTEGERS": _SMALL_INTEGERS, "_wrap": _wrap, "_new": object.__new__,
         }
 
     def decoder(self, schema: base.Asn1Type) -> Decoder:
@@ -380,7 +381,8 @@ class Compiler:
             body.append(f"        {value} = None" if named[position].isOptional
                         else "        raise _bad('MISSING_COMPONENT', pos)")
         body.append("    if pos != end: raise _bad('UNKNOWN_COMPONENT', pos)")
-        body.append(f"    return K_{name}({', '.join(values)})")
+        body += self._construct(name, values, "    ")
+        body.append("    return o")
         lines += body
         body = [f"def ec_{name}(value):", "    out = []"]
         for field_name, position, _ in mapping.components:
@@ -426,7 +428,8 @@ class Compiler:
             first = _first_identifiers(component)
             lines.append(f"    if {self._present(component)}:")
             self._read_tlv(component, "v", lines, "        ", checked=first is not None)
-            lines.append(f"        return K_{name}({', '.join(args)}), pos")
+            lines += self._construct(name, args, "        ")
+            lines.append("        return o, pos")
         lines.append("    raise _bad('UNKNOWN_CHOICE', pos)")
         lines.append(f"def ech_{name}(value):")
         for field_name, position, _ in mapping.components:
@@ -435,6 +438,22 @@ class Compiler:
                          f"e_{self._name(named.getTypeByPosition(position))}(x)")
         lines.append("    raise ValueError(type(value).__name__ + "
                      "': no CHOICE alternative set')")
+
+    def _construct(self, name: str, values: list[str], indent: str) -> list[str]:
+        """Statements setting `o` to a new K_name of `values` (expressions, in field order).
+        A frozen dataclass's __init__ sets each field through object.__setattr__; the slots'
+        own setters do the same work at about half the cost (the decoders build a dozen
+        objects per message). Other classes are called as usual."""
+        cls = self._ns[f"K_{name}"]
+        names = [f.name for f in dataclasses.fields(cls)]
+        if "__slots__" not in cls.__dict__ or hasattr(cls, "__post_init__") or \
+                len(names) != len(values):
+            return [f"{indent}o = K_{name}({', '.join(values)})"]
+        lines = [f"{indent}o = _new(K_{name})"]
+        for index, (field_name, value) in enumerate(zip(names, values, strict=True)):
+            self._ns[f"S_{name}_{index}"] = cls.__dict__[field_name].__set__
+            lines.append(f"{indent}S_{name}_{index}(o, {value})")
+        return lines
 
     # Encoding ----------------------------------------------------------------------------
 
