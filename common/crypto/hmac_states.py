@@ -15,18 +15,23 @@ _IPAD = bytes(b ^ 0x36 for b in range(256))
 _OPAD = bytes(b ^ 0x5C for b in range(256))
 
 
+_HASHES: dict[str, tuple[Any, int]] = {  # name -> (constructor, block size)
+    name: (getattr(hashlib, name), getattr(hashlib, name)().block_size)
+    for name in ("sha1", "sha256", "sha384")}
+
+
 @functools.lru_cache(maxsize=4096)
 def _states(key: bytes, name: str) -> tuple[Any, Any]:
     """(inner, outer) hash states after the padded key. Bounded: at most 4096 keys."""
-    block = hashlib.new(name).block_size
+    new, block = _HASHES[name]
     if len(key) > block:
-        key = hashlib.new(name, key).digest()
+        key = new(key).digest()
     key = key.ljust(block, b"\x00")
-    return hashlib.new(name, key.translate(_IPAD)), hashlib.new(name, key.translate(_OPAD))
+    return new(key.translate(_IPAD)), new(key.translate(_OPAD))
 
 
 def hmac_digest(key: bytes, data: bytes, name: str) -> bytes:
-    """HMAC-`name` (a hashlib name: "sha1", "sha256", "sha384") of `data` under `key`."""
+    """HMAC-`name` ("sha1", "sha256" or "sha384") of `data` under `key`."""
     inner, outer = _states(key, name)
     inner = inner.copy()
     inner.update(data)
