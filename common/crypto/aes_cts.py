@@ -14,14 +14,38 @@ BLOCK = 16
 ZERO_IV = bytes(BLOCK)
 
 
+def _public_encryptor(algorithm: Any, mode: Any) -> Any:
+    return Cipher(algorithm, mode).encryptor()
+
+
+def _public_decryptor(algorithm: Any, mode: Any) -> Any:
+    return Cipher(algorithm, mode).decryptor()
+
+
+# A key-management exchange builds about six AES contexts for keys it has never seen (session
+# key, sub-key and the keys derived from them), and `Cipher(...).encryptor()` spends half of
+# each on argument checks in Python before it calls the binding that builds the context. The
+# arguments here are always an AES key (whose size `algorithms.AES` checks) with ECB or CBC and
+# a 16-byte IV, so the binding is called directly — the same function `encryptor()` ends in —
+# when this version of `cryptography` has it (pinned ~=50.0); otherwise the public API.
+# tests/unit/test_aes_contexts.py checks both give the same bytes.
+try:
+    from cryptography.hazmat.bindings._rust import openssl as _rust_openssl
+
+    _encryptor = _rust_openssl.ciphers.create_encryption_ctx
+    _decryptor = _rust_openssl.ciphers.create_decryption_ctx
+except (ImportError, AttributeError):  # pragma: no cover - another cryptography
+    _encryptor, _decryptor = _public_encryptor, _public_decryptor
+_ECB = modes.ECB()
+
+
 @functools.lru_cache(maxsize=256)
 def _ecb(key: bytes, decrypt: bool = False) -> Any:
     """A reusable raw-AES context per key: ECB has no chaining, so one context serves every
     block. Building a cipher context costs more than the AES itself, and key derivation (DK,
     the PRF) encrypts single blocks under the same few keys again and again. Bounded: at most
     256 key schedules (of keys the process holds anyway) stay in memory."""
-    cipher = Cipher(algorithms.AES(key), modes.ECB())
-    return cipher.decryptor() if decrypt else cipher.encryptor()
+    return (_decryptor if decrypt else _encryptor)(algorithms.AES(key), _ECB)
 
 
 def aes_encrypt_block(key: bytes, block: bytes) -> bytes:
@@ -32,7 +56,7 @@ def aes_encrypt_block(key: bytes, block: bytes) -> bytes:
 
 def cbc_encrypt(key: bytes, iv: bytes, data: bytes) -> bytes:
     """Plain AES-CBC of whole blocks."""
-    encryptor = Cipher(algorithms.AES(key), modes.CBC(iv)).encryptor()
+    encryptor = _encryptor(algorithms.AES(key), modes.CBC(iv))
     return encryptor.update(data) + encryptor.finalize()
 
 
