@@ -77,6 +77,12 @@ class DirectionKeys:
     def __repr__(self) -> str:  # never show key bytes
         return "DirectionKeys(...)"
 
+    def __reduce__(self) -> tuple[type, tuple[bytes, bytes, bytes]]:
+        # Pickled by value (key-management workers hand SAs to the main process): rebuilt by
+        # the constructor, not by dataclasses' generic __setstate__ (which looks up the
+        # fields for every object).
+        return DirectionKeys, (self.encryption, self.salt, self.integrity)
+
 
 def derive_sa_keys(subkey: Key, suite: Suite, initiator_spi: int, responder_spi: int
                    ) -> tuple[DirectionKeys, DirectionKeys]:

@@ -102,6 +102,11 @@ class PreparedSa:
     restriction: DeviceRestriction | None
     reply: bytes
 
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        # A worker pickles one per AP exchange: rebuilt by the constructor, not by
+        # dataclasses' generic __setstate__ (which looks up the fields for every object).
+        return PreparedSa, tuple(getattr(self, name) for name in self.__slots__)
+
 
 @dataclass(frozen=True)
 class EspResult:

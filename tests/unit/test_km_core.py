@@ -1,6 +1,7 @@
 """Key management end to end in memory: device core ↔ controller core, ESP both ways, the
 unknown-SPI Wake Up after a 'restart', retransmission, Error Replies and dropped ESP."""
 
+import pickle
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -139,6 +140,9 @@ def test_workers_prepare_and_the_sa_owner_installs():
     request = client.ap_request(now)
     prepared = workers[0].prepare_km(request, DEVICE, now, 0.0)
     assert (prepared.spi - 256) % 2 == 0 and prepared.client == f"cta/001a2b3c4d5e@{REALM}"
+    # It crosses to the owner pickled (sigctl/workers.py), keys and all.
+    prepared = pickle.loads(pickle.dumps(prepared, pickle.HIGHEST_PROTOCOL))
+    assert prepared.to_us.encryption and prepared.to_device.salt and prepared.reply
     exchange = owner.install(prepared, now, 0.0)
     assert exchange.result == "OK" and owner.sas[prepared.spi] is exchange.sa
     again = owner.install(workers[1].prepare_km(request, DEVICE, now, 0.1), now, 0.1)
