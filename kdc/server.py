@@ -3,7 +3,6 @@
 log one line per request, stop on SIGTERM. Protocol decisions live in common/."""
 
 import asyncio
-import gc
 import os
 import signal
 import socket
@@ -32,6 +31,7 @@ from kdc import metrics
 from kdc.cache import CachedPrincipals
 from kdc.db import Database
 from kdc.settings import KdcSettings
+from telekey.runtime import settle_heap
 
 log = get_logger("kdc")
 AS_REQ_TAG, TGS_REQ_TAG = 0x6A, 0x6C
@@ -247,10 +247,7 @@ async def serve(kdc: Kdc, port: int | None = None, worker: int | None = None) ->
     else:
         log.info("worker_ready", worker=worker, pid=os.getpid(), port=port,
                  metrics_port=metrics_port)
-    # Everything allocated so far lives as long as the process: keep it out of the cyclic
-    # collector's generations so per-request collections stay cheap.
-    gc.collect()
-    gc.freeze()
+    settle_heap()  # telekey/runtime.py: start-up objects frozen, collections rarer
     try:
         await stop.wait()
     finally:

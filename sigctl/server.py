@@ -9,7 +9,6 @@ KDC, then ESP); SIP from a peer arrives on the SA it opened to us, and is told f
 device's by its client principal."""
 
 import asyncio
-import gc
 import signal
 import socket
 import time
@@ -34,6 +33,7 @@ from sigctl.escrow_store import EscrowStore
 from sigctl.settings import SigctlSettings
 from telekey.kdc_client import keytab_login
 from telekey.km_link import SIP_PORT, ControllerAddress, ControllerLink
+from telekey.runtime import settle_heap
 
 log = get_logger("sigctl")
 ECHO_PORT = 7
@@ -376,10 +376,7 @@ async def serve(settings: SigctlSettings,
                     log.info("escrow_purged", records=purged)
 
     sweeper = asyncio.create_task(expire())
-    # Everything allocated so far lives as long as the process: keep it out of the cyclic
-    # collector's generations so per-datagram collections stay cheap (as the KDC does).
-    gc.collect()
-    gc.freeze()
+    settle_heap()  # telekey/runtime.py: start-up objects frozen, collections rarer
     await stop.wait()
     sweeper.cancel()
     if controller.km_socket is not None and not controller.worker_pipes:

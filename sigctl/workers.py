@@ -12,7 +12,6 @@ dies leaves the others serving; once none is left the main process reads the soc
 (sigctl/server.py `Controller.worker_gone`).
 """
 
-import gc
 import os
 import pickle
 import select
@@ -24,6 +23,7 @@ from datetime import UTC, datetime
 
 from common.km_server import Exchange, KeyManagementServer, PreparedSa
 from common.log import get_logger
+from telekey.runtime import settle_heap
 
 log = get_logger("sigctl.worker")
 MAX_MESSAGE = 1 << 17  # a forwarded datagram (at most 64 KiB) and its pickle framing
@@ -60,8 +60,7 @@ def _serve(sock: socket.socket, pipe: socket.socket, core: KeyManagementServer,
            index: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    gc.collect()
-    gc.freeze()
+    settle_heap()  # telekey/runtime.py: start-up objects frozen, collections rarer
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     poller.register(pipe, select.POLLIN)  # readable only when the main process is gone
