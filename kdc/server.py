@@ -218,8 +218,10 @@ def _bind_pair(host: str, port: int, reuse_port: bool = False
     raise OSError("no free port for both TCP and UDP")
 
 
-async def serve(kdc: Kdc, port: int | None = None, worker: int | None = None) -> None:
-    """Run until SIGTERM/SIGINT (as worker `worker` on `port` when the KDC has several)."""
+async def serve(kdc: Kdc, port: int | None = None, worker: int | None = None,
+                ready: Callable[[], None] | None = None) -> None:
+    """Run until SIGTERM/SIGINT (as worker `worker` on `port` when the KDC has several);
+    `ready` is called once the sockets are served and `worker_ready` is logged."""
     compile_codecs()  # before listening: no request pays for generating a codec
     settings = kdc.settings
     if worker is not None:
@@ -247,6 +249,8 @@ async def serve(kdc: Kdc, port: int | None = None, worker: int | None = None) ->
     else:
         log.info("worker_ready", worker=worker, pid=os.getpid(), port=port,
                  metrics_port=metrics_port)
+    if ready is not None:
+        ready()
     settle_heap()  # telekey/runtime.py: start-up objects frozen, collections rarer
     try:
         await stop.wait()
@@ -273,16 +277,14 @@ def run_workers(settings: KdcSettings, make_kdc: Callable[[], Kdc],
             udp.close()
             tcp.close()
 
-            async def child(index: int = worker) -> None:
-                kdc = make_kdc()
-                task = asyncio.create_task(serve(kdc, port, index))
-                await asyncio.sleep(0)
+            def report_ready() -> None:
                 os.write(ready_write, b"r")
-                await task
 
+            # Ready once serving and logged: the parent's `listening` follows every worker's
+            # `worker_ready`, and the parent never closes its sockets before a worker serves.
             code = 0
             try:
-                run_loop(child())
+                run_loop(serve(make_kdc(), port, worker, ready=report_ready))
             except BaseException:  # the worker's last act: report and exit non-zero
                 log.exception("worker_failed", worker=worker)
                 code = 1
