@@ -45,6 +45,7 @@ from common.crypto.cms import (
     verify_signed_data,
 )
 from common.crypto.dh import generate_dh, generate_ecdh, identify_group, known_groups
+from common.crypto.hmac_states import hmac_digest
 from common.crypto.keys import Key
 from common.crypto.pkinit_kdf import KDF_HASHES, octetstring2key, pkinit_kdf
 from common.device_policy import (
@@ -399,19 +400,19 @@ def _freshness_key(principals: PrincipalStore, realm: str) -> bytes:
     if krbtgt is None or not krbtgt.keys:
         raise ServerUnknown("NO_KRBTGT", realm)
     newest = max(krbtgt.keys, key=lambda k: (k.kvno, k.key.enctype))
-    return newest.key.prf(_FRESHNESS_LABEL)
+    return newest.key.prf(_FRESHNESS_LABEL, keep=True)  # kept on the krbtgt key
 
 
 def make_freshness_token(key: bytes, now: datetime) -> bytes:
     stamp = int(now.timestamp()).to_bytes(8, "big")
-    return stamp + hmac.new(key, _FRESHNESS_LABEL + stamp, "sha256").digest()[:16]
+    return stamp + hmac_digest(key, _FRESHNESS_LABEL + stamp, "sha256")[:16]
 
 
 def _verify_freshness(token: bytes | None, key: bytes, policy: AsPolicy, now: datetime) -> None:
     """A token we did not issue (another KDC's, or forged) counts as no token; then
     `require_freshness` decides (24). One of ours that is too old is 90 PREAUTH_EXPIRED."""
     ours = token is not None and len(token) == 24 and hmac.compare_digest(
-        token[8:], hmac.new(key, _FRESHNESS_LABEL + token[:8], "sha256").digest()[:16])
+        token[8:], hmac_digest(key, _FRESHNESS_LABEL + token[:8], "sha256")[:16])
     if not ours:
         if policy.require_freshness:
             raise PreauthFailed("FRESHNESS_TOKEN_REQUIRED")

@@ -14,7 +14,7 @@ from kdc.db import Database
 
 class CachedPrincipals:
     """A PrincipalStore and CustomerStore over `Database` with a per-key TTL (negative answers
-    cached too)."""
+    cached too; a reload that finds the same value keeps the cached object)."""
 
     def __init__(self, db: Database, ttl: float = 2.0, max_entries: int = 100_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -30,6 +30,10 @@ class CachedPrincipals:
         if cached is not None and cached[0] > now:
             return cached[1]
         value = load()
+        if cached is not None and value == cached[1]:
+            # Unchanged: keep the objects already in use, whose keys keep what they have
+            # derived (usage keys, PRF results, AES contexts) instead of deriving it again.
+            value = cached[1]
         if len(self._entries) >= self._max_entries:
             self._entries.clear()
         self._entries[key] = (now + self._ttl, value)

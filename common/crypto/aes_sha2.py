@@ -3,7 +3,6 @@
 Keys come from the SP 800-108 counter-mode KDF with HMAC-SHA2 (§3), and the MAC covers the
 cipher state and the ciphertext, not the plaintext (§5)."""
 
-import hashlib
 import hmac
 import struct
 
@@ -15,13 +14,14 @@ from common.crypto.hmac_states import hmac_digest
 from common.crypto.rfc3961 import KE, EncTypeProfile, usage_constant
 from common.errors import IntegrityError
 
+_DIGEST_BYTES = {"sha256": 32, "sha384": 48}
 
 def kdf_hmac_sha2(digest: str, key: bytes, label: bytes, nbits: int, context: bytes = b"") -> bytes:
     """RFC 8009 §3 KDF-HMAC-SHA2: HMAC(key, 00000001 | label | 0x00 | context | k)[:k/8].
 
     A single iteration suffices for every output size RFC 8009 asks for.
     """
-    digest_size = hashlib.new(digest).digest_size
+    digest_size = _DIGEST_BYTES[digest]
     if nbits > digest_size * 8:
         raise ValueError("KDF-HMAC-SHA2 output larger than one hash")
     message = b"\x00\x00\x00\x01" + label + b"\x00" + context + struct.pack(">I", nbits)

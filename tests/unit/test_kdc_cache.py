@@ -24,6 +24,24 @@ def test_ttl(tmp_path):
     assert (tmp_path / "kdc.db").stat().st_mode & 0o777 == 0o600
 
 
+def test_a_reload_that_finds_the_same_keys_keeps_the_cached_entry(tmp_path):
+    """After the TTL the database is read again; unchanged, the entry already in use is kept
+    (its keys keep what they derived); a new key replaces it."""
+    db = Database(f"sqlite:///{tmp_path}/kdc.db")
+    db.migrate()
+    db.add_principal("krbtgt/LAB.TEST", [(1, Key.random(18))])
+    clock = [100.0]
+    cache = CachedPrincipals(db, ttl=2.0, clock=lambda: clock[0])
+    first = cache.get_principal("krbtgt/LAB.TEST")
+    clock[0] += 2.5
+    assert cache.get_principal("krbtgt/LAB.TEST") is first
+    db.delete_principal("krbtgt/LAB.TEST")
+    db.add_principal("krbtgt/LAB.TEST", [(2, Key.random(18))])
+    clock[0] += 2.5
+    changed = cache.get_principal("krbtgt/LAB.TEST")
+    assert changed is not first and changed.keys[0].kvno == 2
+
+
 def test_v1_database_migrates_to_v2_keeping_principals(tmp_path):
     import sqlalchemy as sa
 

@@ -152,6 +152,8 @@ def test_prf_plus_is_prf_with_counter():
     assert kept == out
     assert key.prf_plus(b"pepper", 40, keep=True) is kept  # remembered, not derived again
     assert key.prf_plus(b"pepper", 20, keep=True) == out[:20]  # per (data, length)
+    prf = key.prf(b"\x01pepper", keep=True)  # the PRF itself, kept apart from PRF+
+    assert prf == out[:16] and key.prf(b"\x01pepper", keep=True) is prf
 
 
 def test_key_repr_hides_bytes():
