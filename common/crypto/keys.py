@@ -150,20 +150,21 @@ class Key:
         """The enctype's PRF (RFC 3961 §3, RFC 3962 §6, RFC 8009 §5); `keep` as for
         `prf_plus`."""
         if keep:
-            return self._remember(data, 0, self.prf)
+            return self._remember(data, 0)
         derived = self._prf_key()
         if derived is None:
             return self.profile.prf(self.data, data)
         result: bytes = self.profile.prf_with(derived, data)  # type: ignore[attr-defined]
         return result
 
-    def _remember(self, data: bytes, nbytes: int, compute: Callable[[bytes], bytes]) -> bytes:
+    def _remember(self, data: bytes, nbytes: int) -> bytes:
         """A PRF output kept on this key (nbytes 0: the PRF itself, else PRF+ of nbytes)."""
         kept = self._kept if self._kept is not None else {}
         self._kept = kept
         remembered = kept.get((data, nbytes))
         if remembered is None:
-            remembered = kept[(data, nbytes)] = compute(data)
+            remembered = self.prf(data) if nbytes == 0 else self.prf_plus(data, nbytes)
+            kept[(data, nbytes)] = remembered
         return remembered
 
     def prf_plus(self, data: bytes, nbytes: int, *, keep: bool = False) -> bytes:
@@ -171,7 +172,7 @@ class Key:
         remember the result on this key (a key derived from it for every message, such as a
         ticket session key's PacketCable HMAC key while the ticket cache holds the key)."""
         if keep:
-            return self._remember(data, nbytes, lambda data: self.prf_plus(data, nbytes))
+            return self._remember(data, nbytes)
         derived = self._prf_key()
         if derived is not None:
             result: bytes = self.profile.prf_plus_with(  # type: ignore[attr-defined]
