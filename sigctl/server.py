@@ -146,7 +146,6 @@ class Controller:
         metrics.exchanges.labels(exchange.kind, exchange.result).inc()
         if exchange.sa is not None and exchange.kind == "ap_request":
             self._keylog(exchange.sa)
-            metrics.security_associations.set(len(self.core.sas))
         log.info(exchange.kind, peer=f"{peer[0]}:{peer[1]}", result=exchange.result,
                  client=exchange.client,
                  spi=f"0x{exchange.sa.inbound.spi:08x}" if exchange.sa else None,
@@ -326,6 +325,7 @@ async def serve(settings: SigctlSettings,
                 km_workers: tuple[socket.socket, list[socket.socket]] | None = None) -> None:
     compile_codecs()  # before listening: no request pays for generating a codec
     controller = Controller(settings)
+    metrics.security_associations.set_function(lambda: len(controller.core.sas))  # at scrape
     loop = asyncio.get_running_loop()
     km: Any
     if km_workers is None:
@@ -366,8 +366,7 @@ async def serve(settings: SigctlSettings,
                 metrics.exchanges.labels("rekey", "SENT").inc()
                 log.info("rekey", peer=f"{sa.peer[0]}:{sa.peer[1]}", client=sa.client,
                          spi=f"0x{sa.inbound.spi:08x}")
-            if controller.core.expire(mono):
-                metrics.security_associations.set(len(controller.core.sas))
+            controller.core.expire(mono)
             for outcome in controller.calls.expire(mono, settings.max_call_s):
                 controller.act(outcome)
             if controller.escrow is not None and int(mono) % 60 == 0:

@@ -140,5 +140,6 @@ def test_bad_ap_requests_and_esp_are_refused_and_counted(lab, km_workers):
     assert 'telekey_sigctl_esp_packets_total{result="ESP_REPLAY"} 1.0' in text
     assert 'telekey_sigctl_esp_packets_total{result="ESP_BAD_ICV"} 1.0' in text
     assert 'telekey_sigctl_esp_packets_total{result="accepted"} 2.0' in text
+    assert "telekey_sigctl_security_associations 1.0" in text  # counted when scraped
     assert not events(controller, "internal_error")
     assert controller.process.poll() is None
