@@ -76,9 +76,9 @@ class Controller:
         self.peer_tickets: dict[str, Credential] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         # With km_workers: the shared key-management socket and our ends of the workers'
-        # socket pairs, while they live.
+        # socket pairs with their pids, while they live.
         self.km_socket: socket.socket | None = None
-        self.worker_pipes: set[socket.socket] = set()
+        self.worker_pipes: dict[socket.socket, int] = {}
 
     def _principal(self, client: str) -> str:
         return client.removesuffix("@" + self.settings.realm)
@@ -117,8 +117,7 @@ class Controller:
         loop = asyncio.get_running_loop()
         loop.remove_reader(pipe.fileno())
         pipe.close()
-        self.worker_pipes.discard(pipe)
-        workers.reap()
+        workers.reap(self.worker_pipes.pop(pipe))
         log.error("km_worker_gone", workers_left=len(self.worker_pipes))
         if not self.worker_pipes and self.km_socket is not None:
             loop.add_reader(self.km_socket.fileno(), self.on_km_readable)
@@ -313,7 +312,7 @@ def km_socket(settings: SigctlSettings) -> socket.socket:
     return _udp_socket(settings.listen_host, settings.km_port, settings.udp_buffer_bytes)
 
 
-def start_km_workers(settings: SigctlSettings) -> tuple[socket.socket, list[socket.socket]]:
+def start_km_workers(settings: SigctlSettings) -> tuple[socket.socket, dict[socket.socket, int]]:
     """Before the event loop: the key-management socket and `km_workers` workers on it."""
     compile_codecs()  # inherited by the workers
     sock = km_socket(settings)
@@ -322,7 +321,7 @@ def start_km_workers(settings: SigctlSettings) -> tuple[socket.socket, list[sock
 
 
 async def serve(settings: SigctlSettings,
-                km_workers: tuple[socket.socket, list[socket.socket]] | None = None) -> None:
+                km_workers: tuple[socket.socket, dict[socket.socket, int]] | None = None) -> None:
     compile_codecs()  # before listening: no request pays for generating a codec
     controller = Controller(settings)
     metrics.security_associations.set_function(lambda: len(controller.core.sas))  # at scrape
@@ -334,8 +333,8 @@ async def serve(settings: SigctlSettings,
     else:
         km = _Sender(km_workers[0])
         controller.km_socket = km_workers[0]
-        for pipe in km_workers[1]:
-            controller.worker_pipes.add(pipe)
+        for pipe, pid in km_workers[1].items():
+            controller.worker_pipes[pipe] = pid
             loop.add_reader(pipe.fileno(), controller.on_worker, pipe)
     esp_transport, _ = await loop.create_datagram_endpoint(
         lambda: _Datagrams(controller.on_esp),

@@ -31,11 +31,12 @@ MAX_MESSAGE = 1 << 17  # a forwarded datagram (at most 64 KiB) and its pickle fr
 
 def start_workers(km_sock: socket.socket, count: int,
                   make_core: Callable[[tuple[int, int]], KeyManagementServer]
-                  ) -> list[socket.socket]:
+                  ) -> dict[socket.socket, int]:
     """Fork `count` workers reading `km_sock`; returns the main process's ends of their
-    socket pairs (non-blocking), one per worker. `make_core((index, count))` builds a
-    worker's KeyManagementServer: its share of the SPI space is `index` of `count`."""
-    ends: list[socket.socket] = []
+    socket pairs (non-blocking), each with its worker's pid. `make_core((index, count))`
+    builds a worker's KeyManagementServer: its share of the SPI space is `index` of
+    `count`."""
+    ends: dict[socket.socket, int] = {}
     for index in range(count):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
@@ -52,7 +53,7 @@ def start_workers(km_sock: socket.socket, count: int,
             os._exit(code)
         theirs.close()
         ours.setblocking(False)
-        ends.append(ours)
+        ends[ours] = pid
     return ends
 
 
@@ -86,15 +87,14 @@ def _serve(sock: socket.socket, pipe: socket.socket, core: KeyManagementServer,
                                       pickle.HIGHEST_PROTOCOL))
 
 
-def reap() -> None:
-    """Collect the exit status of every worker that has ended (no zombies left behind)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+def reap(pid: int) -> None:
+    """Collect the exit status of a worker whose socket has closed (no zombie left behind).
+    It is exiting: its files close before its status can be collected, so this waits the
+    moment that takes."""
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:  # already collected
+        pass
 
 
 Message = tuple[bytes | None, tuple[str, int], PreparedSa | Exchange | None, float]
