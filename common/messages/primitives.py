@@ -1,5 +1,6 @@
 """RFC 4120 §5.2 primitive types as pyasn1 schemas, and the one KerberosTime format."""
 
+import functools
 from datetime import UTC, datetime
 
 from pyasn1.type import char, univ, useful
@@ -27,6 +28,9 @@ class KerberosTime(useful.GeneralizedTime):
     """RFC 4120 §5.2.3 KerberosTime: GeneralizedTime "YYYYMMDDHHMMSSZ", no fractions."""
 
 
+# Both directions are kept for the last few hundred values: a request's times, and the
+# times of its reply (authtime, starttime, endtime...), are mostly the same few seconds.
+@functools.lru_cache(maxsize=512)
 def parse_kerberos_time(text: str) -> datetime:
     """Parse the only KerberosTime form DER allows (RFC 4120 §5.2.3)."""
     if len(text) != 15 or text[-1] != "Z" or not text[:14].isdigit():
@@ -39,6 +43,7 @@ def parse_kerberos_time(text: str) -> datetime:
         raise MalformedMessage("BAD_TIME", repr(text)) from exc
 
 
+@functools.lru_cache(maxsize=512)
 def format_kerberos_time(when: datetime) -> str:
     """KerberosTime text for an aware datetime (converted to UTC, fractions dropped)."""
     if when.tzinfo is None:
