@@ -33,6 +33,7 @@ from sigctl.escrow_store import EscrowStore
 from sigctl.settings import SigctlSettings
 from telekey.kdc_client import keytab_login
 from telekey.km_link import SIP_PORT, ControllerAddress, ControllerLink
+from telekey.prometheus import child
 from telekey.runtime import settle_heap
 
 log = get_logger("sigctl")
@@ -142,7 +143,7 @@ class Controller:
     def finish(self, exchange: Exchange, peer: tuple[str, int], started: float) -> None:
         if exchange.reply is not None:
             self.km.sendto(exchange.reply, peer)
-        metrics.exchanges.labels(exchange.kind, exchange.result).inc()
+        child(metrics.exchanges, exchange.kind, exchange.result).inc()
         if exchange.sa is not None and exchange.kind == "ap_request":
             self._keylog(exchange.sa)
         log.info(exchange.kind, peer=f"{peer[0]}:{peer[1]}", result=exchange.result,
@@ -154,7 +155,7 @@ class Controller:
 
     def on_esp(self, packet: bytes, peer: tuple[str, int]) -> None:
         result = self.core.receive_esp(packet, peer, time.monotonic())
-        metrics.esp_packets.labels(result.dropped or "accepted").inc()
+        child(metrics.esp_packets, result.dropped or "accepted").inc()
         if result.wake_up is not None:
             metrics.wake_ups.inc()
             self.km.sendto(result.wake_up, peer)
@@ -184,7 +185,7 @@ class Controller:
     def act(self, outcome: Outcome) -> None:
         for event in outcome.events:
             name = str(event.pop("event"))
-            metrics.calls.labels(name).inc()
+            child(metrics.calls, name).inc()
             log.info(name, **event)
         if self.escrow is not None and outcome.escrow is not None:
             self.escrow.add(outcome.escrow.call_id, outcome.escrow.sealed,
@@ -362,7 +363,7 @@ async def serve(settings: SigctlSettings,
             mono = time.monotonic()
             for sa, rekey in controller.core.rekeys_due(datetime.now(UTC), mono):
                 km.sendto(rekey, sa.peer)
-                metrics.exchanges.labels("rekey", "SENT").inc()
+                child(metrics.exchanges, "rekey", "SENT").inc()
                 log.info("rekey", peer=f"{sa.peer[0]}:{sa.peer[1]}", client=sa.client,
                          spi=f"0x{sa.inbound.spi:08x}")
             controller.core.expire(mono)
