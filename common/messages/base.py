@@ -77,14 +77,18 @@ class _Mapping:
     schema: base.Asn1Type
     is_choice: bool
     components: tuple[tuple[str, int, Any], ...]  # (field name, position, component schema)
+    keep: int = 0  # decoded values kept by their exact bytes (see asn1_type)
 
 
 _BY_SCHEMA: dict[type, _Mapping] = {}
 _BY_CLASS: dict[type, _Mapping] = {}
 
 
-def asn1_type(schema_cls: type) -> Callable[[type[T]], type[T]]:
-    """Register a frozen dataclass as the Python form of `schema_cls` (a SEQUENCE or CHOICE)."""
+def asn1_type(schema_cls: type, *, keep: int = 0) -> Callable[[type[T]], type[T]]:
+    """Register a frozen dataclass as the Python form of `schema_cls` (a SEQUENCE or CHOICE).
+    `keep`: the lean codec keeps up to this many decoded values by their exact contents
+    bytes and returns the same (immutable) object when those bytes come again, for a type
+    that arrives unchanged again and again inside other messages (a ticket)."""
 
     def register(cls: type[T]) -> type[T]:
         schema = schema_cls()
@@ -96,7 +100,7 @@ def asn1_type(schema_cls: type) -> Callable[[type[T]], type[T]]:
         expected = [c[0] for c in components]
         if names != expected:
             raise TypeError(f"{cls.__name__} fields {names} != {schema_cls.__name__} {expected}")
-        mapping = _Mapping(cls, schema, isinstance(schema, univ.Choice), components)
+        mapping = _Mapping(cls, schema, isinstance(schema, univ.Choice), components, keep)
         _BY_SCHEMA[schema_cls] = mapping
         _BY_CLASS[cls] = mapping
         return cls

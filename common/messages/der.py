@@ -193,6 +193,24 @@ def _wrap(contents: bytes, tags: tuple[int, ...]) -> bytes:
     return contents
 
 
+def _kept(decode: Callable[[bytes, int, int], Any], keep: int) -> Callable[[bytes, int, int], Any]:
+    """`decode` of contents data[start:end], remembering up to `keep` results by those bytes
+    (all forgotten at once when full). Only a successful decode is remembered."""
+    seen: dict[bytes, Any] = {}
+
+    def read(data: bytes, start: int, end: int) -> Any:
+        contents = data[start:end]
+        value = seen.get(contents)
+        if value is None:
+            value = decode(data, start, end)
+            if len(seen) >= keep:
+                seen.clear()
+            seen[contents] = value
+        return value
+
+    return read
+
+
 class Compiler:
     """Compiles schemas into generated decode/encode functions, once per schema object.
 
@@ -281,6 +299,8 @@ class Compiler:
         tags = [_identifier(t) for t in schema.tagSet.superTags]  # innermost first
         self._write_tags(tags, lines, "    ", "return")
         self._exec(schema, lines)
+        if mapping is not None and mapping.keep:
+            self._ns[f"m_{name}"] = _kept(self._ns[f"c_{name}"], mapping.keep)
 
     # Decoding ----------------------------------------------------------------------------
 
@@ -288,7 +308,11 @@ class Compiler:
         """Statements setting `target` to the value of contents data[start:end]."""
         call = f"{target} = {{}}(data, {start}, {end})"
         if isinstance(schema, univ.Sequence | univ.SequenceOf | univ.SetOf):
-            return [call.format(f"c_{self._name(schema)}")]
+            name = self._name(schema)
+            mapping = self._mapping_for(type(schema))
+            if mapping is not None and mapping.keep:  # m_: see _generate
+                return [call.format(f"m_{name}")]
+            return [call.format(f"c_{name}")]
         if isinstance(schema, univ.Boolean):  # before Integer: pyasn1's Boolean subclasses it
             return [call.format("_boolean_from")]
         if isinstance(schema, univ.Integer):

@@ -18,7 +18,7 @@ from common.messages.types import (
 TKT_VNO = 5
 
 
-@asn1_type(asn1.Ticket)
+@asn1_type(asn1.Ticket, keep=4096)  # a device's ticket comes back in each of its AP-REQs
 @dataclass(frozen=True, slots=True)
 class Ticket:
     tkt_vno: int

@@ -120,3 +120,26 @@ def test_fuzzed_bytes_agree(name):
         assert_same(schema, data)
 
     check()
+
+
+def test_a_kept_type_decodes_once_per_bytes():
+    """Ticket is kept by its bytes (asn1_type keep=): the same ticket in two AP-REQs is one
+    object, equal to a fresh reference decode; other bytes give another; bad bytes still fail
+    every time."""
+    from dataclasses import replace
+
+    from common.messages.ap_req import decode_ap_req, encode_ap_req
+
+    data = (MIT_FIXTURES / "apreq_sc1.der").read_bytes()
+    first, second = decode_ap_req(data), decode_ap_req(data)
+    assert first.ticket is second.ticket
+    assert first.ticket == decode_der_reference(data, rfc4120.AP_REQ()).ticket
+    other = replace(first.ticket, realm="OTHER.TEST")
+    again = decode_ap_req(encode_ap_req(replace(first, ticket=other)))
+    assert again.ticket == other and again.ticket is not first.ticket
+    ticket_der = encode_der(first.ticket, rfc4120.Ticket())
+    inner, _ = read_header(ticket_der, 1, len(ticket_der))  # the SEQUENCE inside [APPLICATION 1]
+    broken = data.replace(ticket_der, ticket_der[:inner] + b"\x31" + ticket_der[inner + 1:], 1)
+    for _ in range(2):
+        with pytest.raises(MalformedMessage):
+            decode_ap_req(broken)
