@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import time
 import traceback
 from datetime import UTC, datetime
 from typing import Any
@@ -35,6 +36,19 @@ def _encode_json(value: dict[str, Any]) -> str:
     if not _chunks:  # pragma: no cover - a Python without json's C accelerator
         return _encode_fallback(value)
     return "".join(_chunks(value, 0))
+
+
+_second = [-1, ""]  # the last whole second seen, and its text "YYYY-MM-DDTHH:MM:SS"
+
+
+def _timestamp() -> str:
+    """ISO 8601 UTC with microseconds and Z, as structlog's TimeStamper(fmt="iso", utc=True)
+    writes it; the date and time of day are formatted once a second."""
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second[:] = [second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")]
+    return f"{_second[1]}.{int((now - second) * 1e6):06d}Z"
 
 
 class JsonLines:
@@ -68,7 +82,7 @@ class JsonLines:
             line["exception"] = "".join(traceback.format_exception(
                 *(exc_info if isinstance(exc_info, tuple) else (None, exc_info, None))))
         line["level"] = level
-        line["timestamp"] = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        line["timestamp"] = _timestamp()
         text = _encode_json(line) + "\n"
         if self._fd is not None:
             os.write(self._fd, text.encode())

@@ -2,6 +2,7 @@
 logged exception carries its traceback."""
 
 import json
+from datetime import UTC, datetime, timedelta
 
 import structlog
 
@@ -24,6 +25,9 @@ def test_json_lines_and_tracebacks(capsys):
     assert first["event"] == "ap_request" and first["level"] == "info"
     assert first["spi"] is None and first["raw"] == "b'\\x01'"
     assert first["timestamp"].endswith("Z") and first["timestamp"][10] == "T"
+    stamp = datetime.fromisoformat(first["timestamp"])  # ISO 8601, microseconds, UTC
+    assert stamp.tzinfo == UTC and abs(datetime.now(UTC) - stamp) < timedelta(seconds=5)
+    assert len(first["timestamp"]) == len("2026-12-04T15:19:28.003378Z")
     assert second["level"] == "error"
     assert "ZeroDivisionError: division by zero" in second["exception"]
     assert "exc_info" not in second
