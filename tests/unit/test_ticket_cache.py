@@ -32,12 +32,15 @@ def _request(issued, now, binding=b"b"):
                         crealm="LAB.TEST", now=now, binding=binding).data
 
 
-def test_second_request_with_the_same_ticket_is_not_decrypted_again():
+def _setup():
+    """(now, service key, a ticket under it, an empty cache of 8, a replay cache)."""
     now = datetime.now(UTC)
     service_key = Key.random(18)
-    issued = _ticket(now, service_key)
-    cache = TicketCache(8)
-    replay = ReplayCache(2 * SKEW)
+    return now, service_key, _ticket(now, service_key), TicketCache(8), ReplayCache(2 * SKEW)
+
+
+def test_second_request_with_the_same_ticket_is_not_decrypted_again():
+    now, service_key, issued, cache, replay = _setup()
     accepted = [accept_ap_req(_request(issued, now), keys=lambda *_: service_key, now=now,
                               max_skew=SKEW, replay=replay, binding=b"b", tickets=cache)
                 for _ in range(3)]
@@ -50,11 +53,7 @@ def test_second_request_with_the_same_ticket_is_not_decrypted_again():
 
 
 def test_every_check_still_runs_on_a_hit():
-    now = datetime.now(UTC)
-    service_key = Key.random(18)
-    issued = _ticket(now, service_key)
-    cache = TicketCache(8)
-    replay = ReplayCache(2 * SKEW)
+    now, service_key, issued, cache, replay = _setup()
 
     def accept(data, at=now, binding=b"b"):
         return accept_ap_req(data, keys=lambda *_: service_key, now=at, max_skew=SKEW,
