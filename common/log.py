@@ -85,7 +85,9 @@ class JsonLines:
         line["timestamp"] = _timestamp()
         text = _encode_json(line) + "\n"
         if self._fd is not None:
-            os.write(self._fd, text.encode())
+            data = text.encode()
+            while data:  # a long line (a traceback) into a pipe may take more than one write
+                data = data[os.write(self._fd, data):]
         else:
             self._file.write(text)
             self._file.flush()
