@@ -14,7 +14,8 @@ from common.crypto.hmac_states import hmac_digest
 from common.crypto.rfc3961 import KE, EncTypeProfile, usage_constant
 from common.errors import IntegrityError
 
-_DIGEST_BYTES = {"sha256": 32, "sha384": 48}
+_DIGEST_BYTES = {"sha256": 32, "sha384": 48}  # RFC 8009's two hashes
+
 
 def kdf_hmac_sha2(digest: str, key: bytes, label: bytes, nbits: int, context: bytes = b"") -> bytes:
     """RFC 8009 §3 KDF-HMAC-SHA2: HMAC(key, 00000001 | label | 0x00 | context | k)[:k/8].
