@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 APT_PACKAGES := softhsm2 opensc krb5-kdc krb5-admin-server krb5-user krb5-pkinit tshark postgresql
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test deps system-deps python-deps bench lint clean
+.PHONY: lab test deps system-deps python-deps bench bench-callgrind lint clean
 
 lab: deps
 	$(VENV)/bin/telekey lab
@@ -18,6 +18,12 @@ test: deps
 
 bench: deps
 	$(PY) bench/codec.py
+
+# Instructions per AP exchange (deterministic); valgrind is only needed here, not for `test`.
+bench-callgrind: deps
+	@command -v valgrind >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -q && apt-get install -y -q --no-install-recommends valgrind; }
+	$(PY) bench/callgrind_ap.py
 
 lint: deps
 	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy
