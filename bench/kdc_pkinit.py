@@ -1,38 +1,45 @@
 """KDC CPU per exchange, telekey vs MIT krb5kdc, same certificates, same client, same run.
 
 Starts MIT's krb5kdc (PKINIT configured with the MIT test CA, KDC and client certificates of
-tests/interop/mit) and telekey's KDC on loopback, drives N MIT `kinit` PKINIT logins in DH
-(group 14) and RSA mode and N `kvno` TGS requests at each, and reads each KDC process's CPU
-time (/proc/PID/task/*/schedstat) around each batch. The batches alternate between the two
-KDCs in `--rounds` rounds, so a drift in the (shared) machine's speed reaches both alike,
-after a warm-up of three of each exchange at each KDC.
-Prints ms of KDC CPU per exchange and the ratios (a PKINIT login is two AS exchanges:
-PREAUTH_REQUIRED, then the real one), and each round's ratios; the last line is
-`ratio_cpu_per_pkinit_dh2048_telekey_over_mit=X`.
+tests/interop/mit) and telekey's KDC on loopback, and drives MIT `kinit` PKINIT logins in DH
+(group 14) and RSA mode and `kvno` TGS requests at each. Every exchange is measured on its own
+(the KDC process's CPU time from /proc/PID/task/*/schedstat before and after the client
+process), and the two KDCs take turns exchange by exchange, first one then the other, so each
+pair is measured under the same machine speed (on this VM it drifts by up to 2x within an
+hour). A warm-up of three of each exchange at each KDC is not counted.
 
-    .venv/bin/python bench/kdc_pkinit.py [--logins 40] [--rounds 4]
+Prints ms of KDC CPU per exchange (a PKINIT login is two AS exchanges: PREAUTH_REQUIRED, then
+the real one), the ratio of the means with its standard error (paired, delta method), and as
+the last line `ratio_cpu_per_pkinit_dh2048_telekey_over_mit=X`.
+
+    .venv/bin/python bench/kdc_pkinit.py [--logins 80] [--dh-key-reuse 0]
 """
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import cpu_seconds  # noqa: E402
-from telekey.kdc_process import start_kdc, telekey_cmd, write_kdc_config  # noqa: E402
+from telekey.kdc_process import KdcProcess, start_kdc, telekey_cmd, write_kdc_config  # noqa: E402
 from telekey.mit_realm import free_port, require_tool  # noqa: E402
 
 FIX = ROOT / "tests" / "interop" / "mit"
 REALM = "EXAMPLE.TEST"
+CONTROLLER = f"sigctl/sc2.example.test@{REALM}"
+EXCHANGES = ("pkinit_dh2048", "pkinit_rsa", "tgs")
 
 
 def client_env(directory: Path, port: int) -> dict[str, str]:
+    directory.mkdir(parents=True, exist_ok=True)
     conf = directory / "krb5.conf"
     conf.write_text(
         f"[libdefaults]\n default_realm = {REALM}\n dns_lookup_kdc = false\n"
@@ -65,88 +72,113 @@ def start_mit(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
     return process, port
 
 
-def drive(env: dict[str, str], pid: int, command: list[str], n: int,
-          fresh_ccache: bytes | None = None) -> float:
-    """KDC CPU milliseconds per run of `command` (n runs). With `fresh_ccache`, the credential
-    cache is reset to it before each run, so kvno must ask the KDC every time."""
-    ccache = Path(env["KRB5CCNAME"].removeprefix("FILE:"))
-    before = cpu_seconds(pid)
-    for _ in range(n):
-        if fresh_ccache is not None:
-            ccache.write_bytes(fresh_ccache)
-        result = subprocess.run(command, env=env, input="", capture_output=True, timeout=60,
-                                check=False)
+def start_telekey(directory: Path, source: Path = ROOT, **settings: object) -> KdcProcess:
+    """telekey's KDC from the source tree `source` (another checkout, for A/B comparisons),
+    with the bench's principals in a fresh SQLite database."""
+    directory.mkdir(parents=True, exist_ok=True)
+    db = f"sqlite:///{directory}/kdc.db"
+    telekey_cmd("realm", "init", "--realm", REALM, "--db", db)
+    telekey_cmd("principal", "add", "phone1", "--db", db)
+    telekey_cmd("principal", "add", "sigctl/sc2.example.test", "--random-key", "--db", db)
+    config = write_kdc_config(directory, realm=REALM, db_url=db, cert=FIX / "kdc.pem",
+                              key=FIX / "kdc.key", anchors=[FIX / "cacert.pem"], **settings)
+    here = Path.cwd()
+    os.chdir(source)  # `python -m kdc` runs the kdc package of the current directory
+    try:
+        return start_kdc(config, directory / "kdc.log")
+    finally:
+        os.chdir(here)
+
+
+@dataclass
+class Target:
+    """One KDC process and a client set up for it."""
+
+    name: str
+    pid: int
+    env: dict[str, str]
+    tgt_only: bytes = b""  # a credential cache holding just a TGT, for kvno
+
+    def run(self, exchange: str) -> float:
+        """KDC CPU milliseconds of one `exchange` (a name in EXCHANGES)."""
+        identity = f"X509_user_identity=FILE:{FIX / 'phone1.pem'},{FIX / 'phone1.key'}"
+        command = [require_tool("kinit"), "-X", identity, f"phone1@{REALM}"]
+        if exchange == "pkinit_rsa":
+            command[1:1] = ["-X", "flag_RSA_PROTOCOL=yes"]
+        elif exchange == "tgs":
+            command = [require_tool("kvno"), CONTROLLER]
+            if not self.tgt_only:
+                self.run("pkinit_dh2048")
+                self.tgt_only = self.ccache.read_bytes()
+            self.ccache.write_bytes(self.tgt_only)  # so kvno must ask the KDC every time
+        before = cpu_seconds(self.pid)
+        result = subprocess.run(command, env=self.env, input="", capture_output=True,
+                                timeout=60, check=False)
+        spent = cpu_seconds(self.pid) - before
         if result.returncode != 0:
-            raise RuntimeError(f"{command}: {result.stderr.decode()[-500:]}")
-    return (cpu_seconds(pid) - before) * 1000 / n
+            raise RuntimeError(f"{self.name} {exchange}: {result.stderr.decode()[-500:]}")
+        return spent * 1000
+
+    @property
+    def ccache(self) -> Path:
+        return Path(self.env["KRB5CCNAME"].removeprefix("FILE:"))
 
 
-def measure(env: dict[str, str], pid: int, n: int) -> dict[str, float]:
-    identity = f"X509_user_identity=FILE:{FIX / 'phone1.pem'},{FIX / 'phone1.key'}"
-    kinit = [require_tool("kinit"), "-X", identity, f"phone1@{REALM}"]
-    figures = {"pkinit_dh2048": drive(env, pid, kinit, n),
-               "pkinit_rsa": drive(env, pid, kinit[:1] + ["-X", "flag_RSA_PROTOCOL=yes"] +
-                                   kinit[1:], n)}
-    subprocess.run(kinit, env=env, input="", capture_output=True, check=True)
-    tgt_only = Path(env["KRB5CCNAME"].removeprefix("FILE:")).read_bytes()
-    figures["tgs"] = drive(env, pid, [require_tool("kvno"), f"sigctl/sc2.example.test@{REALM}"],
-                           n, fresh_ccache=tgt_only)
-    return figures
+def paired(first: Target, second: Target, exchange: str, n: int,
+           warm_up: int = 3) -> tuple[list[float], list[float]]:
+    """n measurements of `exchange` at each target, taking turns (the order swapped every
+    pair); the first `warm_up` of each are not kept."""
+    kept: tuple[list[float], list[float]] = ([], [])
+    for i in range(warm_up + n):
+        order = (0, 1) if i % 2 else (1, 0)
+        spent = {k: (first, second)[k].run(exchange) for k in order}
+        if i >= warm_up:
+            kept[0].append(spent[0])
+            kept[1].append(spent[1])
+    return kept
+
+
+def ratio_of_means(a: list[float], b: list[float]) -> tuple[float, float]:
+    """mean(a) / mean(b) and its standard error for paired samples (delta method)."""
+    ratio = statistics.fmean(a) / statistics.fmean(b)
+    residuals = [x - ratio * y for x, y in zip(a, b, strict=True)]
+    return ratio, statistics.stdev(residuals) / len(a) ** 0.5 / statistics.fmean(b)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--logins", type=int, default=40)
-    parser.add_argument("--rounds", type=int, default=4,
-                        help="alternating batches per KDC (logins are split between them)")
+    parser.add_argument("--logins", type=int, default=80, help="exchanges of each kind per KDC")
     parser.add_argument("--dh-key-reuse", type=int, default=0,
                         help="seconds telekey's KDC may reuse its DH key (0: fresh each time)")
     args = parser.parse_args()
     n = args.logins
+    results: dict[str, tuple[list[float], list[float]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         (base / "mit").mkdir()
-        (base / "ours").mkdir()
         mit, mit_port = start_mit(base / "mit")
-        db = f"sqlite:///{base}/ours/kdc.db"
-        telekey_cmd("realm", "init", "--realm", REALM, "--db", db)
-        telekey_cmd("principal", "add", "phone1", "--db", db)
-        telekey_cmd("principal", "add", "sigctl/sc2.example.test", "--random-key", "--db", db)
-        config = write_kdc_config(base / "ours", realm=REALM, db_url=db,
-                                  cert=FIX / "kdc.pem", key=FIX / "kdc.key",
-                                  anchors=[FIX / "cacert.pem"],
-                                  dh_key_reuse_s=args.dh_key_reuse)
-        ours = start_kdc(config, base / "ours" / "kdc.log")
-        per_round = max(1, n // args.rounds)
-        n = per_round * args.rounds
-        rounds: list[tuple[dict[str, float], dict[str, float]]] = []
+        ours = start_telekey(base / "ours", dh_key_reuse_s=args.dh_key_reuse)
         try:
-            # Warm-up, not counted: each KDC's first requests (for telekey, the first run of
-            # each code path in the interpreter) are not what a running KDC costs.
-            measure(client_env(base / "mit", mit_port), mit.pid, 3)
-            measure(client_env(base / "ours", ours.port), ours.process.pid, 3)
-            for _ in range(args.rounds):
-                rounds.append((measure(client_env(base / "mit", mit_port), mit.pid, per_round),
-                               measure(client_env(base / "ours", ours.port), ours.process.pid,
-                                       per_round)))
+            telekey = Target("telekey", ours.process.pid, client_env(base / "ours", ours.port))
+            theirs = Target("MIT", mit.pid, client_env(base / "mit" / "client", mit_port))
+            for exchange in EXCHANGES:
+                results[exchange] = paired(telekey, theirs, exchange, n)
         finally:
             ours.stop()
             mit.terminate()
             mit.wait(timeout=10)
-    names = ("pkinit_dh2048", "pkinit_rsa", "tgs")
-    theirs = {k: sum(r[0][k] for r in rounds) / len(rounds) for k in names}
-    mine = {k: sum(r[1][k] for r in rounds) / len(rounds) for k in names}
-    print(f"KDC CPU ms per exchange, {n} exchanges each in {len(rounds)} alternating rounds, "
-          f"MIT kinit/kvno 1.20 as the client, telekey DH key reuse {args.dh_key_reuse} s")
-    print(f"  {'exchange':<16}{'telekey':>10}{'MIT':>10}{'ratio':>8}")
-    for name in names:
-        print(f"  {name:<16}{mine[name]:>10.2f}{theirs[name]:>10.2f}"
-              f"{mine[name] / theirs[name]:>8.2f}   rounds: " +
-              " ".join(f"{r[1][name] / r[0][name]:.2f}" for r in rounds))
+    print(f"KDC CPU ms per exchange, {n} of each at each KDC, taking turns, MIT kinit/kvno "
+          f"1.20 as the client, telekey DH key reuse {args.dh_key_reuse} s")
+    print(f"  {'exchange':<16}{'telekey':>10}{'MIT':>10}{'ratio':>8}  ± s.e.  (medians)")
+    ratios = {}
+    for name, (mine, other) in results.items():
+        ratios[name], error = ratio_of_means(mine, other)
+        print(f"  {name:<16}{statistics.fmean(mine):>10.2f}{statistics.fmean(other):>10.2f}"
+              f"{ratios[name]:>8.2f}  ± {error:.2f}  ({statistics.median(mine):.2f} / "
+              f"{statistics.median(other):.2f})")
     for name in ("pkinit_rsa", "tgs"):
-        print(f"ratio_cpu_per_{name}_telekey_over_mit={mine[name] / theirs[name]:.2f}")
-    print(f"ratio_cpu_per_pkinit_dh2048_telekey_over_mit="
-          f"{mine['pkinit_dh2048'] / theirs['pkinit_dh2048']:.2f}")
+        print(f"ratio_cpu_per_{name}_telekey_over_mit={ratios[name]:.2f}")
+    print(f"ratio_cpu_per_pkinit_dh2048_telekey_over_mit={ratios['pkinit_dh2048']:.2f}")
 
 
 if __name__ == "__main__":
