@@ -77,14 +77,14 @@ def start_telekey(directory: Path, source: Path = ROOT, **settings: object) -> K
     with the bench's principals in a fresh SQLite database."""
     directory.mkdir(parents=True, exist_ok=True)
     db = f"sqlite:///{directory}/kdc.db"
-    telekey_cmd("realm", "init", "--realm", REALM, "--db", db)
-    telekey_cmd("principal", "add", "phone1", "--db", db)
-    telekey_cmd("principal", "add", "sigctl/sc2.example.test", "--random-key", "--db", db)
-    config = write_kdc_config(directory, realm=REALM, db_url=db, cert=FIX / "kdc.pem",
-                              key=FIX / "kdc.key", anchors=[FIX / "cacert.pem"], **settings)
     here = Path.cwd()
-    os.chdir(source)  # `python -m kdc` runs the kdc package of the current directory
+    os.chdir(source)  # `python -m telekey|kdc` run the packages of the current directory
     try:
+        telekey_cmd("realm", "init", "--realm", REALM, "--db", db)
+        telekey_cmd("principal", "add", "phone1", "--db", db)
+        telekey_cmd("principal", "add", "sigctl/sc2.example.test", "--random-key", "--db", db)
+        config = write_kdc_config(directory, realm=REALM, db_url=db, cert=FIX / "kdc.pem",
+                                  key=FIX / "kdc.key", anchors=[FIX / "cacert.pem"], **settings)
         return start_kdc(config, directory / "kdc.log")
     finally:
         os.chdir(here)
