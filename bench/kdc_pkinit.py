@@ -57,7 +57,8 @@ def start_mit(directory: Path) -> tuple[subprocess.Popen[bytes], int]:
         f"[realms]\n {REALM} = {{\n  database_name = {directory}/principal\n"
         f"  key_stash_file = {directory}/stash\n"
         f"  pkinit_identity = FILE:{FIX / 'kdc.pem'},{FIX / 'kdc.key'}\n"
-        f"  pkinit_anchors = FILE:{FIX / 'cacert.pem'}\n }}\n")
+        f"  pkinit_anchors = FILE:{FIX / 'cacert.pem'}\n }}\n"
+        f"[logging]\n kdc = FILE:{directory}/kdc.log\n")
     env = {**os.environ, "KRB5_CONFIG": str(directory / "krb5.conf"),
            "KRB5_KDC_PROFILE": str(directory / "kdc.conf")}
     (directory / "krb5.conf").write_text(f"[libdefaults]\n default_realm = {REALM}\n")
