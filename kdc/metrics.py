@@ -1,12 +1,14 @@
 """Prometheus metrics of the KDC: requests by kind and result code, and processing time."""
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
+
+from telekey.prometheus import Counts, Durations
 
 registry = CollectorRegistry()
-requests = Counter("telekey_kdc_requests", "KDC requests by kind and KRB-ERROR code (0 = OK)",
-                   ["kind", "code"], registry=registry)
-processing = Histogram("telekey_kdc_processing_seconds", "Time to process one request",
-                       ["kind"], registry=registry,
-                       buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))
-rate_limited = Counter("telekey_kdc_rate_limited", "AS requests refused by the per-source limit",
-                       ["transport"], registry=registry)
+requests = Counts("telekey_kdc_requests", "KDC requests by kind and KRB-ERROR code (0 = OK)",
+                  ["kind", "code"], registry)
+processing = Durations("telekey_kdc_processing_seconds", "Time to process one request",
+                       ["kind"], (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5),
+                       registry)
+rate_limited = Counts("telekey_kdc_rate_limited", "AS requests refused by the per-source limit",
+                      ["transport"], registry)

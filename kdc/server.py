@@ -31,7 +31,6 @@ from kdc import metrics
 from kdc.cache import CachedPrincipals
 from kdc.db import Database
 from kdc.settings import KdcSettings
-from telekey.prometheus import child
 from telekey.runtime import settle_heap
 
 log = get_logger("kdc")
@@ -74,14 +73,14 @@ class Kdc:
             return None
         if kind == "as_req" and self.limiter is not None and \
                 not self.limiter.allow(peer.rsplit(":", 1)[0], started):
-            child(metrics.rate_limited, transport).inc()
+            metrics.rate_limited.inc(transport)
             if transport == "udp":  # never amplify a flood: no answer on UDP
                 return None
             return self._error(KdcBusy("RATE_LIMITED"), now)
         key = Lookaside.key(data)
         if (cached := self.lookaside.get(key, started)) is not None:
             # A retransmission (UDP timeout, or TCP after RESPONSE_TOO_BIG): the same reply.
-            child(metrics.requests, kind or "unknown", "retransmit").inc()
+            metrics.requests.inc(kind or "unknown", "retransmit")
             if transport == "udp" and len(cached) > self.settings.udp_max_reply_bytes:
                 return self._error(ResponseTooBig("RESPONSE_TOO_BIG"), now)
             log.info(kind or "unknown", peer=peer, transport=transport, status="RETRANSMIT",
@@ -114,8 +113,8 @@ class Kdc:
             status, code = "RESPONSE_TOO_BIG", int(ErrorCode.KRB_ERR_RESPONSE_TOO_BIG)
             reply = self._error(ResponseTooBig("RESPONSE_TOO_BIG"), now)
         elapsed = time.perf_counter() - started
-        child(metrics.requests, kind or "unknown", str(code)).inc()
-        child(metrics.processing, kind or "unknown").observe(elapsed)
+        metrics.requests.inc(kind or "unknown", str(code))
+        metrics.processing.observe(elapsed, kind or "unknown")
         log.info(kind or "unknown", peer=peer, transport=transport, status=status, code=code,
                  duration_ms=round(elapsed * 1000, 3), **notes)
         return reply
