@@ -13,6 +13,7 @@ the reply and the reply key derived (RFC 8636 KDF when offered, else octetstring
 reply key is sent by RSA key transport, and the ticket issued.
 """
 
+import functools
 import hashlib
 import hmac
 import os
@@ -405,14 +406,22 @@ def _freshness_key(principals: PrincipalStore, realm: str) -> bytes:
 
 def make_freshness_token(key: bytes, now: datetime) -> bytes:
     stamp = int(now.timestamp()).to_bytes(8, "big")
-    return stamp + hmac_digest(key, _FRESHNESS_LABEL + stamp, "sha256")[:16]
+    return stamp + _freshness_mac(key, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _freshness_mac(key: bytes, stamp: bytes) -> bytes:
+    """A token's MAC (HMAC-SHA256 over label and the second it was issued, truncated to
+    16 bytes), remembered for the last few (key, second) pairs: every PREAUTH_REQUIRED in the
+    same second carries the same token, and the client presents it back within seconds."""
+    return hmac_digest(key, _FRESHNESS_LABEL + stamp, "sha256")[:16]
 
 
 def _verify_freshness(token: bytes | None, key: bytes, policy: AsPolicy, now: datetime) -> None:
     """A token we did not issue (another KDC's, or forged) counts as no token; then
     `require_freshness` decides (24). One of ours that is too old is 90 PREAUTH_EXPIRED."""
     ours = token is not None and len(token) == 24 and hmac.compare_digest(
-        token[8:], hmac_digest(key, _FRESHNESS_LABEL + token[:8], "sha256")[:16])
+        token[8:], _freshness_mac(key, token[:8]))
     if not ours:
         if policy.require_freshness:
             raise PreauthFailed("FRESHNESS_TOKEN_REQUIRED")

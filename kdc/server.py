@@ -35,6 +35,7 @@ from telekey.runtime import settle_heap
 
 log = get_logger("kdc")
 AS_REQ_TAG, TGS_REQ_TAG = 0x6A, 0x6C
+KINDS = {AS_REQ_TAG: "as_req", TGS_REQ_TAG: "tgs_req"}
 
 
 class KdcBusy(KerberosError):
@@ -55,8 +56,12 @@ class Kdc:
     limiter: RateLimiter | None = None
     lookaside: Lookaside = field(default_factory=Lookaside)
     tickets: TicketCache = field(default_factory=TicketCache)  # opened TGTs
+    log: Any = None  # the request log: structlog's logger, resolved once
 
     def __post_init__(self) -> None:
+        if self.log is None:
+            # structlog's module-level logger is a lazy proxy, resolved again at every call
+            self.log = log.bind()
         if self.principals is None:
             self.principals = CachedPrincipals(self.db, self.settings.principal_cache_ttl_s)
         if self.limiter is None and self.settings.as_rate_per_source > 0:
@@ -67,9 +72,9 @@ class Kdc:
         """One request in, one reply out (None: drop a datagram too garbled to answer)."""
         started = time.perf_counter()
         now = datetime.now(UTC)
-        kind = {AS_REQ_TAG: "as_req", TGS_REQ_TAG: "tgs_req"}.get(data[0] if data else -1)
+        kind = KINDS.get(data[0] if data else -1)
         if kind is None and transport == "udp":
-            log.info("dropped", peer=peer, transport=transport, size=len(data))
+            self.log.info("dropped", peer=peer, transport=transport, size=len(data))
             return None
         if kind == "as_req" and self.limiter is not None and \
                 not self.limiter.allow(peer.rsplit(":", 1)[0], started):
@@ -83,8 +88,9 @@ class Kdc:
             metrics.requests.inc(kind or "unknown", "retransmit")
             if transport == "udp" and len(cached) > self.settings.udp_max_reply_bytes:
                 return self._error(ResponseTooBig("RESPONSE_TOO_BIG"), now)
-            log.info(kind or "unknown", peer=peer, transport=transport, status="RETRANSMIT",
-                     code=0, duration_ms=round((time.perf_counter() - started) * 1000, 3))
+            self.log.info(kind or "unknown", peer=peer, transport=transport,
+                          status="RETRANSMIT", code=0,
+                          duration_ms=round((time.perf_counter() - started) * 1000, 3))
             return cached
         status, code = "OK", 0
         notes: dict[str, str] = {}
@@ -115,8 +121,8 @@ class Kdc:
         elapsed = time.perf_counter() - started
         metrics.requests.inc(kind or "unknown", str(code))
         metrics.processing.observe(elapsed, kind or "unknown")
-        log.info(kind or "unknown", peer=peer, transport=transport, status=status, code=code,
-                 duration_ms=round(elapsed * 1000, 3), **notes)
+        self.log.info(kind or "unknown", peer=peer, transport=transport, status=status,
+                      code=code, duration_ms=round(elapsed * 1000, 3), **notes)
         return reply
 
     def _error(self, exc: BaseException, now: datetime) -> bytes:
