@@ -6,13 +6,16 @@ tests/interop/mit) and telekey's KDC on loopback, and drives MIT `kinit` PKINIT 
 (the KDC process's CPU time from /proc/PID/task/*/schedstat before and after the client
 process), and the two KDCs take turns exchange by exchange, first one then the other, so each
 pair is measured under the same machine speed (on this VM it drifts by up to 2x within an
-hour). A warm-up of three of each exchange at each KDC is not counted.
+hour). The exchanges are spread over several fresh pairs of KDC processes (`restarted`). Both
+KDCs log every request to a file. A warm-up of three of each exchange at each KDC process is
+not counted.
 
 Prints ms of KDC CPU per exchange (a PKINIT login is two AS exchanges: PREAUTH_REQUIRED, then
-the real one), the ratio of the means with its standard error (paired, delta method), and as
-the last line `ratio_cpu_per_pkinit_dh2048_telekey_over_mit=X`.
+the real one), the ratio of the means with two standard errors (paired, delta method; and over
+the process pairs, which includes how fast each process happened to be), and as the last line
+`ratio_cpu_per_pkinit_dh2048_telekey_over_mit=X`.
 
-    .venv/bin/python bench/kdc_pkinit.py [--logins 80] [--dh-key-reuse 0]
+    .venv/bin/python bench/kdc_pkinit.py [--logins 80] [--restarts 4] [--dh-key-reuse 0]
 """
 
 import argparse
@@ -22,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,37 +150,78 @@ def ratio_of_means(a: list[float], b: list[float]) -> tuple[float, float]:
     return ratio, statistics.stdev(residuals) / len(a) ** 0.5 / statistics.fmean(b)
 
 
+def spread(ratios: list[float]) -> float:
+    """The standard error of the mean of per-restart ratios (0 with a single restart)."""
+    return statistics.stdev(ratios) / len(ratios) ** 0.5 if len(ratios) > 1 else 0.0
+
+
+def restarted(start: Callable[[Path, bool], tuple[Target, Target, Callable[[], None]]],
+              exchanges: tuple[str, ...], n: int, restarts: int
+              ) -> dict[str, tuple[list[float], list[float], list[float]]]:
+    """`n` paired measurements of each exchange, spread over `restarts` fresh pairs of KDC
+    processes: (first's, second's, per-restart ratios of means) by exchange.
+
+    One process's speed depends on where its memory and code landed (measured: the same KDC
+    code, restarted, runs 5-10% faster or slower for its whole life), so a comparison of one
+    process pair carries that much error whatever the number of exchanges; restarting and
+    alternating which KDC starts first averages it out. `start(directory, swap)` starts both
+    KDCs (the second first when `swap`) and returns them and a stop function."""
+    out: dict[str, tuple[list[float], list[float], list[float]]] = {
+        e: ([], [], []) for e in exchanges}
+    for restart in range(restarts):
+        share = n // restarts + (1 if restart < n % restarts else 0)
+        with tempfile.TemporaryDirectory() as tmp:
+            first, second, stop = start(Path(tmp), restart % 2 == 1)
+            try:
+                for exchange in exchanges:
+                    a, b = paired(first, second, exchange, share)
+                    out[exchange][0].extend(a)
+                    out[exchange][1].extend(b)
+                    out[exchange][2].append(statistics.fmean(a) / statistics.fmean(b))
+            finally:
+                stop()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--logins", type=int, default=80, help="exchanges of each kind per KDC")
+    parser.add_argument("--restarts", type=int, default=4,
+                        help="fresh KDC process pairs the exchanges are spread over")
     parser.add_argument("--dh-key-reuse", type=int, default=0,
                         help="seconds telekey's KDC may reuse its DH key (0: fresh each time)")
     args = parser.parse_args()
     n = args.logins
-    results: dict[str, tuple[list[float], list[float]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        base = Path(tmp)
+
+    def start(base: Path, swap: bool) -> tuple[Target, Target, Callable[[], None]]:
         (base / "mit").mkdir()
+        if swap:
+            ours = start_telekey(base / "ours", dh_key_reuse_s=args.dh_key_reuse)
         mit, mit_port = start_mit(base / "mit")
-        ours = start_telekey(base / "ours", dh_key_reuse_s=args.dh_key_reuse)
-        try:
-            telekey = Target("telekey", ours.process.pid, client_env(base / "ours", ours.port))
-            theirs = Target("MIT", mit.pid, client_env(base / "mit" / "client", mit_port))
-            for exchange in EXCHANGES:
-                results[exchange] = paired(telekey, theirs, exchange, n)
-        finally:
+        if not swap:
+            ours = start_telekey(base / "ours", dh_key_reuse_s=args.dh_key_reuse)
+
+        def stop() -> None:
             ours.stop()
             mit.terminate()
             mit.wait(timeout=10)
-    print(f"KDC CPU ms per exchange, {n} of each at each KDC, taking turns, MIT kinit/kvno "
-          f"1.20 as the client, telekey DH key reuse {args.dh_key_reuse} s")
-    print(f"  {'exchange':<16}{'telekey':>10}{'MIT':>10}{'ratio':>8}  ± s.e.  (medians)")
+
+        return (Target("telekey", ours.process.pid, client_env(base / "ours", ours.port)),
+                Target("MIT", mit.pid, client_env(base / "mit" / "client", mit_port)), stop)
+
+    results = restarted(start, EXCHANGES, n, args.restarts)
+    print(f"KDC CPU ms per exchange, {n} of each at each KDC over {args.restarts} process "
+          f"pairs, taking turns, MIT kinit/kvno 1.20 as the client, telekey DH key reuse "
+          f"{args.dh_key_reuse} s")
+    print(f"  {'exchange':<16}{'telekey':>10}{'MIT':>10}{'ratio':>8}  ± s.e. paired, "
+          f"± s.e. over process pairs (medians; per-pair ratios)")
     ratios = {}
-    for name, (mine, other) in results.items():
+    for name, (mine, other, per_restart) in results.items():
         ratios[name], error = ratio_of_means(mine, other)
         print(f"  {name:<16}{statistics.fmean(mine):>10.2f}{statistics.fmean(other):>10.2f}"
-              f"{ratios[name]:>8.2f}  ± {error:.2f}  ({statistics.median(mine):.2f} / "
-              f"{statistics.median(other):.2f})")
+              f"{ratios[name]:>8.2f}  ± {error:.2f}, ± {spread(per_restart):.2f}  "
+              f"({statistics.median(mine):.2f} / {statistics.median(other):.2f}; "
+              f"{' '.join(f'{r:.2f}' for r in per_restart)})")
     for name in ("pkinit_rsa", "tgs"):
         print(f"ratio_cpu_per_{name}_telekey_over_mit={ratios[name]:.2f}")
     print(f"ratio_cpu_per_pkinit_dh2048_telekey_over_mit={ratios['pkinit_dh2048']:.2f}")
