@@ -247,11 +247,13 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
                                           replay)
         reply_padata, authorization_data = (), ()
     else:
-        methods: tuple[PaData, ...] = (PaData(PaDataType.PA_PK_AS_REQ, b""),
-                   PaData(PaDataType.PA_AS_FRESHNESS, make_freshness_token(freshness_key, now)))
-        if client.keys:
-            methods += (PaData(PaDataType.PA_ENC_TIMESTAMP, b""),
-                        PaData(PaDataType.PA_ETYPE_INFO2, _etype_info2(client, body, policy)))
+        token = make_freshness_token(freshness_key, now)
+        if not client.keys:  # a device: PKINIT only
+            raise PreauthRequired("PREAUTH_REQUIRED", e_data=_pkinit_methods(token))
+        methods = (PaData(PaDataType.PA_PK_AS_REQ, b""),
+                   PaData(PaDataType.PA_AS_FRESHNESS, token),
+                   PaData(PaDataType.PA_ENC_TIMESTAMP, b""),
+                   PaData(PaDataType.PA_ETYPE_INFO2, _etype_info2(client, body, policy)))
         raise PreauthRequired("PREAUTH_REQUIRED", e_data=encode_method_data(methods))
 
     server_key = server.key_for(policy.enctypes)
@@ -407,6 +409,14 @@ def _freshness_key(principals: PrincipalStore, realm: str) -> bytes:
 def make_freshness_token(key: bytes, now: datetime) -> bytes:
     stamp = int(now.timestamp()).to_bytes(8, "big")
     return stamp + _freshness_mac(key, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _pkinit_methods(freshness_token: bytes) -> bytes:
+    """METHOD-DATA offering PKINIT with this freshness token, the same for every device in
+    the same second."""
+    return encode_method_data((PaData(PaDataType.PA_PK_AS_REQ, b""),
+                               PaData(PaDataType.PA_AS_FRESHNESS, freshness_token)))
 
 
 @functools.lru_cache(maxsize=8)

@@ -22,7 +22,7 @@ from common.framing import RecordBuffer, encode_record
 from common.log import get_logger
 from common.lookaside import Lookaside
 from common.messages.base import compile_codecs
-from common.messages.krb_error import encode_krb_error, error_reply
+from common.messages.krb_error import ErrorReplies
 from common.rate_limit import RateLimiter
 from common.replay import ReplayCache
 from common.tgs_exchange import handle_tgs_req
@@ -57,8 +57,11 @@ class Kdc:
     lookaside: Lookaside = field(default_factory=Lookaside)
     tickets: TicketCache = field(default_factory=TicketCache)  # opened TGTs
     log: Any = None  # the request log: structlog's logger, resolved once
+    errors: ErrorReplies = field(init=False)
 
     def __post_init__(self) -> None:
+        self.errors = ErrorReplies(self.policy.realm, krbtgt_name(self.policy.realm),
+                                   self.settings.vague_errors)
         if self.log is None:
             # structlog's module-level logger is a lazy proxy, resolved again at every call
             self.log = log.bind()
@@ -126,9 +129,7 @@ class Kdc:
         return reply
 
     def _error(self, exc: BaseException, now: datetime) -> bytes:
-        return encode_krb_error(error_reply(exc, realm=self.policy.realm,
-                                            sname=krbtgt_name(self.policy.realm), now=now,
-                                            vague_errors=self.settings.vague_errors))
+        return self.errors.reply(exc, now)
 
 
 class _Udp(asyncio.DatagramProtocol):

@@ -52,3 +52,23 @@ def test_bug_becomes_generic_internal():
     reply = error_reply(ZeroDivisionError("oops"), realm="R", sname=KRBTGT, now=NOW)
     assert reply.error_code == ErrorCode.KRB_ERR_GENERIC and reply.e_text == "INTERNAL"
     assert reply.stime == NOW.replace(microsecond=0) and reply.susec == 123456
+
+
+@pytest.mark.parametrize("microsecond", [0, 1, 127, 128, 255, 256, 32767, 32768, 999999])
+@pytest.mark.parametrize("vague", [False, True])
+def test_error_replies_are_the_codecs_bytes(microsecond, vague):
+    """ErrorReplies splices the time into an error encoded once: the bytes must be exactly the
+    codec's, for every length of susec's DER INTEGER and a long e-data (long-form lengths)."""
+    from common.as_exchange import PreauthRequired
+    from common.messages.krb_error import ErrorReplies
+
+    replies = ErrorReplies("EXAMPLE.TEST", KRBTGT, vague_errors=vague)
+    kinds = [PreauthRequired("PREAUTH_REQUIRED", e_data=bytes(range(256)) * 2),
+             errors.ClockSkew("SKEW"), errors.MalformedMessage("BAD"), ValueError("our bug")]
+    for second in (0, 59):
+        now = NOW.replace(second=second, microsecond=microsecond)
+        for exc in kinds:
+            expected = encode_krb_error(error_reply(exc, realm="EXAMPLE.TEST", sname=KRBTGT,
+                                                    now=now, vague_errors=vague))
+            assert replies.reply(exc, now) == expected
+            assert replies.reply(exc, now) == expected  # again, from the pieces kept
