@@ -102,14 +102,15 @@ class Database:
 
     def get_principal(self, name: str) -> PrincipalEntry | None:
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(principals).where(principals.c.name == name)).first()
-            if row is None:
-                return None
-            key_rows = conn.execute(sa.select(keys).where(keys.c.principal_id == row.id)).all()
+            rows = conn.execute(_PRINCIPAL_WITH_KEYS, {"name": name}).all()
+        if not rows:
+            return None
+        first = rows[0]
         return PrincipalEntry(
-            name=row.name,
-            keys=tuple(KeyEntry(k.kvno, Key(k.enctype, k.key)) for k in key_rows),
-            max_life=timedelta(seconds=row.max_life_s) if row.max_life_s else None)
+            name=first.name,
+            keys=tuple(KeyEntry(r.kvno, Key(r.enctype, r.key)) for r in rows
+                       if r.kvno is not None),
+            max_life=timedelta(seconds=first.max_life_s) if first.max_life_s else None)
 
     # --- customers (seed 001: phone number -> phone ID, MAC, active or suspended) ---------
 
@@ -134,6 +135,17 @@ class Database:
 
     def customer_by_phone_id(self, phone_id_value: bytes) -> Customer | None:
         with self.engine.connect() as conn:
-            r = conn.execute(sa.select(customers).where(
-                customers.c.phone_id == phone_id_value)).first()
+            r = conn.execute(_CUSTOMER_BY_PHONE_ID, {"phone_id": phone_id_value}).first()
         return None if r is None else Customer(r.phone_number, r.phone_id, r.mac, r.active)
+
+
+# The lookups a KDC makes for requests (through kdc/cache.py, when an entry's TTL runs out),
+# built once: constructing a statement costs more Python than SQLite takes to run it, and a
+# principal with its keys is one query, not two.
+_PRINCIPAL_WITH_KEYS = (
+    sa.select(principals.c.name, principals.c.max_life_s, keys.c.kvno, keys.c.enctype,
+              keys.c.key)
+    .select_from(principals.outerjoin(keys, keys.c.principal_id == principals.c.id))
+    .where(principals.c.name == sa.bindparam("name")))
+_CUSTOMER_BY_PHONE_ID = sa.select(customers).where(
+    customers.c.phone_id == sa.bindparam("phone_id"))
