@@ -18,7 +18,7 @@ import hashlib
 import hmac
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -54,7 +54,8 @@ from common.device_policy import (
     ClientNameMismatch,
     CustomerStore,
     DevicePolicy,
-    bind_certificate,
+    certificate_binding,
+    check_customer,
     verify_device_chain,
 )
 from common.errors import ClockSkew, KerberosError, MalformedMessage, ModifiedError
@@ -179,20 +180,36 @@ class AsPolicy:
                             self.unprovisioned_numbers, self.require_client_eku)
 
 
+@dataclass(frozen=True, slots=True)
+class VerifiedChain:
+    """A client's certificate chain, verified (PkinitState.verified_chains): the signer's
+    certificate, the kind of anchor it chains to, the chain, the earliest notAfter in it, and
+    the principal it binds to under `policy` (CRLs and names; bound again if the policy is
+    another)."""
+
+    not_after: datetime
+    certificate: x509.Certificate
+    kind: str
+    chain: list[x509.Certificate]
+    policy: AsPolicy
+    binding: Binding
+
+
 class PkinitState:
     """What the AS exchange may keep between requests, owned by the daemon (no I/O):
-    a bounded cache of certificate chains already verified (keyed by the SHA-256 of the
-    end-entity and intermediate certificates, valid until the earliest notAfter in the chain),
-    and the KDC's DH key pairs while `AsPolicy.dh_key_reuse` allows reusing them."""
+    a bounded cache of certificate chains already verified (keyed by chain_thumbprint: the
+    signer's identifier and the certificates as received, valid until the earliest notAfter
+    in the chain), and the KDC's DH key pairs while `AsPolicy.dh_key_reuse` allows reusing
+    them."""
 
     def __init__(self, max_thumbprints: int = 10_000) -> None:
         self.max_thumbprints = max_thumbprints
-        self.verified_chains: dict[bytes, tuple[datetime, str, list[x509.Certificate]]] = {}
+        self.verified_chains: dict[bytes, VerifiedChain] = {}
         self.dh_keys: dict[tuple[str, int | str], tuple[datetime, object]] = {}
 
     def invalidate(self) -> None:
-        """Forget verified chains (e.g. after the anchors change). CRLs and customer records
-        need no invalidation: they are consulted on every request."""
+        """Forget verified chains (e.g. after the anchors change). Customer records need no
+        invalidation: they are consulted on every request."""
         self.verified_chains.clear()
 
 
@@ -346,26 +363,31 @@ def _bind_client_certificate(signed: SignedData, cname: PrincipalName, policy: A
                              customers: CustomerStore | None
                              ) -> tuple[x509.Certificate, Binding]:
     """The signer's certificate and the principal it binds to (common/device_policy.py).
-    Verified chains are cached by thumbprint until their earliest notAfter; CRLs and customer
-    records are consulted on every request."""
-    cert = signer_certificate(signed)
-    intermediates = certificates_in(signed)
-    thumbprint = chain_thumbprint(signed, cert)
-    cached = state.verified_chains.get(thumbprint) if state else None
-    if cached is not None and now <= cached[0]:
-        _, kind, chain = cached
-    else:
-        kind, chain = verify_device_chain(cert, intermediates, policy.devices, now)
+    Verified chains are cached by thumbprint until their earliest notAfter, with what they
+    bind to; customer records are consulted on every request."""
+    thumbprint = chain_thumbprint(signed)
+    verified = state.verified_chains.get(thumbprint) if state else None
+    if verified is None or now > verified.not_after:
+        cert = signer_certificate(signed)
+        devices = policy.devices
+        kind, chain = verify_device_chain(cert, certificates_in(signed), devices, now)
+        verified = VerifiedChain(min(c.not_valid_after_utc for c in chain), cert, kind, chain,
+                                 policy, certificate_binding(cert, kind, chain, devices))
         if state is not None:
             if len(state.verified_chains) >= state.max_thumbprints:
                 state.verified_chains.clear()
-            state.verified_chains[thumbprint] = (min(c.not_valid_after_utc for c in chain),
-                                                 kind, chain)
-    binding = bind_certificate(cert, kind, chain, policy.devices, customers)
+            state.verified_chains[thumbprint] = verified
+    elif verified.policy is not policy:
+        verified = replace(verified, policy=policy, binding=certificate_binding(
+            verified.certificate, verified.kind, verified.chain, policy.devices))
+        if state is not None:
+            state.verified_chains[thumbprint] = verified
+    binding = verified.binding
+    check_customer(binding, customers)
     if binding.principal != principal_text(cname):
         raise ClientNameMismatch("CLIENT_NAME_MISMATCH",
                                  f"certificate is for {binding.principal}")
-    return cert, binding
+    return verified.certificate, binding
 
 
 def _verify_pk_authenticator(auth_pack: AuthPack, req: KdcReq, data: bytes,

@@ -85,6 +85,9 @@ class Binding:
     principal: str  # without realm
     kind: str  # "pkinit-san", "operator-device", "manufacturer"
     authorization_data: tuple[AuthorizationDataEntry, ...] = ()
+    # An operator-issued device certificate's phone ID: its customer record must be active,
+    # checked at every request (check_customer).
+    phone_id: bytes | None = None
 
 
 def mac_principal(cert: x509.Certificate) -> str | None:
@@ -130,10 +133,12 @@ def verify_device_chain(cert: x509.Certificate, intermediates: list[x509.Certifi
                                         now)
 
 
-def bind_certificate(cert: x509.Certificate, kind: str, chain: list[x509.Certificate],
-                     policy: DevicePolicy, customers: CustomerStore | None) -> Binding:
-    """The principal `cert` speaks for: CRLs, names and customer records, checked on every
-    request (the rules of this module's docstring)."""
+def certificate_binding(cert: x509.Certificate, kind: str, chain: list[x509.Certificate],
+                        policy: DevicePolicy) -> Binding:
+    """The principal `cert` speaks for under `policy`: CRLs and names (the rules of this
+    module's docstring, but for the customer record). It depends only on the verified chain and
+    the policy, so it may be kept with the chain; `check_customer` is what must run at every
+    request."""
     if kind == "operator":
         _check_crls(chain, policy.crls)
         names = pkinit_san_names(cert)
@@ -148,12 +153,20 @@ def bind_certificate(cert: x509.Certificate, kind: str, chain: list[x509.Certifi
         principal, pid = mac_principal(cert), phone_id_of(cert)
         if principal is None or pid is None:
             raise ClientNameMismatch("NO_PRINCIPAL_IN_CERTIFICATE", cert.subject.rfc4514_string())
-        customer = customers.customer_by_phone_id(pid) if customers else None
-        if customer is None or not customer.active:
-            raise ClientRevoked("NO_ACTIVE_CUSTOMER", principal)
-        return Binding(principal, "operator-device")
+        return Binding(principal, "operator-device", phone_id=pid)
     principal = mac_principal(cert)
     if principal is None:
         raise ClientNameMismatch("NO_MAC_IN_SUBJECT", cert.subject.rfc4514_string())
     restriction = DeviceRestriction(STATE_UNPROVISIONED, policy.unprovisioned_numbers)
     return Binding(principal, "manufacturer", restriction_authorization_data(restriction))
+
+
+def check_customer(binding: Binding, customers: CustomerStore | None) -> None:
+    """An operator-issued device certificate needs an active customer record for its phone ID
+    (18 KDC_ERR_CLIENT_REVOKED if suspended or unknown); other bindings need none."""
+    if binding.phone_id is None:
+        return
+    customer = customers.customer_by_phone_id(binding.phone_id) if customers else None
+    if customer is None or not customer.active:
+        raise ClientRevoked("NO_ACTIVE_CUSTOMER", binding.principal)
+

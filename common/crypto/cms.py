@@ -138,15 +138,22 @@ def certificates_in(signed: SignedData) -> list[x509.Certificate]:
     return found
 
 
-def chain_thumbprint(signed: SignedData, signer: x509.Certificate) -> bytes:
-    """SHA-256 over the signer's certificate and every certificate the SignedData carries, as
-    received (the key of a cache of verified chains)."""
-    ders = list(signed.certificates or ())
-    signer_der = next((der for der in ders if der[:1] == b"\x30" and _certificate(der) is signer),
-                      None)
-    if signer_der is None:  # the signer's certificate came from elsewhere
-        signer_der = signer.public_bytes(Encoding.DER)
-    return hashlib.sha256(b"".join([signer_der, *ders])).digest()
+def chain_thumbprint(signed: SignedData) -> bytes:
+    """SHA-256 over the signer identifiers and every certificate the SignedData carries, as
+    received: the key of a cache of verified chains (the same identifier among the same
+    certificates names the same signer certificate, so a hit needs no certificate parsed)."""
+    parts: list[bytes] = []
+    for info in signed.signer_infos:
+        ias = info.sid.issuer_and_serial_number
+        if ias is not None:
+            parts += (b"I", len(ias.issuer).to_bytes(4, "big"), ias.issuer,
+                      str(ias.serial_number).encode(), b"\0")
+        else:
+            ski = info.sid.subject_key_identifier or b""
+            parts += (b"K", len(ski).to_bytes(4, "big"), ski)
+    for der in signed.certificates or ():
+        parts += (len(der).to_bytes(4, "big"), der)
+    return hashlib.sha256(b"".join(parts)).digest()
 
 
 @functools.lru_cache(maxsize=4096)

@@ -51,7 +51,8 @@ def policy(**changes):
     return AsPolicy(realm=REALM, **settings)
 
 
-def login(cert, key=DEVICE_KEY, chain=(), cname=PRINCIPAL, store=None, the_policy=None):
+def login(cert, key=DEVICE_KEY, chain=(), cname=PRINCIPAL, store=None, the_policy=None,
+          state=None):
     store = store if store is not None else Store()
     store[f"krbtgt/{REALM}"] = PrincipalEntry(f"krbtgt/{REALM}", (KRBTGT_KEY,))
     req = build_pkinit_as_req(cname=PrincipalName(1, tuple(cname.split("/"))), realm=REALM,
@@ -59,7 +60,8 @@ def login(cert, key=DEVICE_KEY, chain=(), cname=PRINCIPAL, store=None, the_polic
                               now=NOW, till=NOW + timedelta(hours=1),
                               options=PkinitOptions())
     rep = decode_as_rep(handle_as_req(req.data, policy=the_policy or policy(), principals=store,
-                                      now=NOW, customers=store, state=PkinitState()))
+                                      now=NOW, customers=store,
+                                      state=state or PkinitState()))
     return decode_enc_ticket_part(KRBTGT_KEY.key.decrypt(KeyUsage.KDC_REP_TICKET,
                                                          rep.ticket.enc_part.cipher))
 
@@ -126,19 +128,43 @@ def test_operator_certificate_without_active_customer_is_18(active):
     assert int(err.value.code) == 18
 
 
-def test_revoked_operator_certificate_is_72():
-    cert = operator_certificate()
-    crl = (x509.CertificateRevocationListBuilder().issuer_name(OPERATOR_CA.subject)
+def revoking(cert):
+    return (x509.CertificateRevocationListBuilder().issuer_name(OPERATOR_CA.subject)
            .last_update(NOW - timedelta(hours=1)).next_update(NOW + timedelta(days=1))
            .add_revoked_certificate(x509.RevokedCertificateBuilder()
                                     .serial_number(cert.serial_number)
                                     .revocation_date(NOW - timedelta(minutes=30)).build())
            .sign(OPERATOR_KEY, hashes.SHA256()))
+
+
+def test_revoked_operator_certificate_is_72():
+    cert = operator_certificate()
     store = Store({("customer", phone_id("+1 555 0100")):
                    Customer("+15550100", phone_id("+1 555 0100"), MAC, True)})
     with pytest.raises(KerberosError) as err:
-        login(cert, store=store, the_policy=policy(crls=(crl,)))
+        login(cert, store=store, the_policy=policy(crls=(revoking(cert),)))
     assert int(err.value.code) == 72
+
+
+def test_cached_chain_still_checks_customer_and_policy():
+    """A chain verified once is not verified again, but the customer record is read at every
+    login, and a policy with other CRLs binds the certificate again."""
+    cert, state = operator_certificate(), PkinitState()
+    store = Store({("customer", phone_id("+1 555 0100")):
+                   Customer("+15550100", phone_id("+1 555 0100"), MAC, True)})
+    login(cert, store=store, state=state)
+    assert len(state.verified_chains) == 1
+    store[("customer", phone_id("+1 555 0100"))] = Customer("+15550100",
+                                                             phone_id("+1 555 0100"), MAC, False)
+    with pytest.raises(KerberosError) as suspended:
+        login(cert, store=store, state=state)
+    assert int(suspended.value.code) == 18
+    store[("customer", phone_id("+1 555 0100"))] = Customer("+15550100",
+                                                             phone_id("+1 555 0100"), MAC, True)
+    with pytest.raises(KerberosError) as revoked:
+        login(cert, store=store, the_policy=policy(crls=(revoking(cert),)), state=state)
+    assert int(revoked.value.code) == 72
+    login(cert, store=store, state=state)  # the first policy again: accepted
 
 
 def test_device_restriction_known_answer():
