@@ -196,6 +196,42 @@ def test_tcp_oversized_record_gets_field_toolong(kdc):
     assert decode_krb_error(record).error_code == 61  # KRB_ERR_FIELD_TOOLONG
 
 
+@pytest.mark.parametrize("kdc", [{"tcp_idle_timeout_s": 1.0, "max_tcp_connections": 2}],
+                         indirect=True)
+def test_tcp_idle_timeout_and_connection_bound(kdc):
+    """An idle connection is closed after tcp_idle_timeout_s; one that keeps sending records
+    outlives it; a connection beyond max_tcp_connections is closed at once."""
+    import socket
+    import time
+
+    from common.framing import RecordBuffer, encode_record
+    from common.messages.krb_error import decode_krb_error
+
+    def request(sock: socket.socket) -> int:
+        sock.sendall(encode_record(_bare_as_req()))
+        buffer = RecordBuffer(1 << 20)
+        while (record := buffer.next_record()) is None:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            buffer.feed(chunk)
+        return decode_krb_error(record).error_code
+
+    idle = socket.create_connection(("127.0.0.1", kdc.port), timeout=10)
+    busy = socket.create_connection(("127.0.0.1", kdc.port), timeout=10)
+    started = time.monotonic()
+    with idle, busy:
+        with socket.create_connection(("127.0.0.1", kdc.port), timeout=10) as third:
+            assert third.recv(1) == b""  # over the bound: closed without a word
+        for _ in range(3):  # 1.8 s of requests every 0.6 s: never idle for 1 s
+            time.sleep(0.6)
+            assert request(busy) == 25  # PREAUTH_REQUIRED
+        assert idle.recv(1) == b""  # closed long ago
+        assert time.monotonic() - started >= 1.8
+        assert busy.recv(1) == b""  # and now, 1 s after its last record
+    events = [e for e in kdc.log_events() if e.get("event") == "connection_refused"]
+    assert len(events) == 1
+
+
 def _exchange_tcp(port: int, data: bytes) -> bytes:
     import socket
 
