@@ -169,4 +169,3 @@ def check_customer(binding: Binding, customers: CustomerStore | None) -> None:
     customer = customers.customer_by_phone_id(binding.phone_id) if customers else None
     if customer is None or not customer.active:
         raise ClientRevoked("NO_ACTIVE_CUSTOMER", binding.principal)
-
