@@ -272,11 +272,11 @@ class TokenEcKey(ec.EllipticCurvePrivateKey):
     def public_key(self) -> ec.EllipticCurvePublicKey:
         return self._public
 
-    def sign(self, data: bytes, signature_algorithm: ec.EllipticCurveSignatureAlgorithm
-             ) -> bytes:
+    def sign(self, data: bytes | bytearray | memoryview,
+             signature_algorithm: ec.EllipticCurveSignatureAlgorithm) -> bytes:
         algorithm = signature_algorithm.algorithm
         assert not isinstance(algorithm, Prehashed), "token keys sign whole messages"
-        return self._provider.sign(self._label, data, algorithm.name)
+        return self._provider.sign(self._label, bytes(data), algorithm.name)
 
     def exchange(self, algorithm: ec.ECDH, peer_public_key: ec.EllipticCurvePublicKey) -> bytes:
         raise NotImplementedError("the signing key does not do key agreement")

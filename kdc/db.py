@@ -78,9 +78,11 @@ class Database:
     def add_principal(self, name: str, new_keys: list[tuple[int, Key]],
                       max_life: timedelta | None = None) -> None:
         with self.engine.begin() as conn:
-            pid = conn.execute(principals.insert().values(
+            inserted = conn.execute(principals.insert().values(
                 name=name, max_life_s=int(max_life.total_seconds()) if max_life else None)
-            ).inserted_primary_key[0]
+            ).inserted_primary_key
+            assert inserted is not None  # an INSERT of one row
+            pid = inserted[0]
             for kvno, key in new_keys:
                 conn.execute(keys.insert().values(principal_id=pid, kvno=kvno,
                                                   enctype=key.enctype, key=key.data))

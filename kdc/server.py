@@ -51,7 +51,7 @@ class Kdc:
     db: Database
     replay: ReplayCache = field(default_factory=lambda: ReplayCache(timedelta(minutes=10)))
     state: PkinitState = field(default_factory=PkinitState)
-    principals: CachedPrincipals | None = None
+    principals: CachedPrincipals = field(init=False)
 
     limiter: RateLimiter | None = None
     lookaside: Lookaside = field(default_factory=Lookaside)
@@ -65,8 +65,7 @@ class Kdc:
         if self.log is None:
             # structlog's module-level logger is a lazy proxy, resolved again at every call
             self.log = log.bind()
-        if self.principals is None:
-            self.principals = CachedPrincipals(self.db, self.settings.principal_cache_ttl_s)
+        self.principals = CachedPrincipals(self.db, self.settings.principal_cache_ttl_s)
         if self.limiter is None and self.settings.as_rate_per_source > 0:
             self.limiter = RateLimiter(self.settings.as_rate_per_source,
                                        self.settings.as_burst_per_source)

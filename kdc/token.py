@@ -36,6 +36,8 @@ def token_signer(module: Path, token_label: str, pin_file: Path, key_label: str,
     token = lib.get_token(token_label=token_label)
     session = token.open(user_pin=read_pin(pin_file))  # kept open for the process's life
     key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=key_label)
+    if not isinstance(key, pkcs11.SignMixin):
+        raise TypeError(f"token object {key_label!r} cannot sign")
     if key.key_type == KeyType.RSA:
         def sign_rsa(data: bytes, digest: str) -> bytes:
             return bytes(key.sign(data, mechanism=_RSA_MECHANISMS[digest]))

@@ -90,8 +90,8 @@ def device_cert(
     ca_key = load_pem_private_key((pki_dir / "ca.key").read_bytes(), None)
     if not isinstance(ca_key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise typer.BadParameter("the CA key must be RSA or ECDSA")
-    mac = factory.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
-    cert = issue_device_certificate(ca, ca_key, public, str(mac), datetime.now(UTC),
+    mac = str(factory.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
+    cert = issue_device_certificate(ca, ca_key, public, mac, datetime.now(UTC),
                                     timedelta(days=days), phone_id_value=phone_id(number),
                                     organization=str(ca.subject.get_attributes_for_oid(
                                         x509.NameOID.ORGANIZATION_NAME)[0].value))

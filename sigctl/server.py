@@ -9,6 +9,7 @@ KDC, then ESP); SIP from a peer arrives on the SA it opened to us, and is told f
 device's by its client principal."""
 
 import asyncio
+import functools
 import signal
 import socket
 import time
@@ -225,10 +226,9 @@ class Controller:
         loop = asyncio.get_running_loop()
         for peer in self.settings.peers:
             try:
-                self.peer_tickets[peer] = await loop.run_in_executor(None, lambda p=peer: (
-                    keytab_login(str(self.settings.kdc), self.keytab,
-                                 client=self.settings.principal, service=p,
-                                 realm=self.settings.realm)))
+                self.peer_tickets[peer] = await loop.run_in_executor(None, functools.partial(
+                    keytab_login, str(self.settings.kdc), self.keytab,
+                    client=self.settings.principal, service=peer, realm=self.settings.realm))
                 log.info("peer_ticket", peer=peer)
             except (OSError, KeyError, ValueError) as exc:
                 log.warning("peer_ticket_failed", peer=peer, error=str(exc))
@@ -241,7 +241,7 @@ class Controller:
                 [ControllerAddress(principal, host, int(km_port),
                                    int(esp_port[0]) if esp_port else 4500)],
                 self._peer_ticket, self._renew_peer_tickets,
-                on_signal=lambda data, p=principal: self.signal(("peer", p), data),
+                on_signal=functools.partial(self.signal, ("peer", principal)),
                 local_host=self.settings.listen_host,
                 keepalive_s=self.settings.peer_keepalive_s)
             self.links[principal] = link
@@ -277,13 +277,17 @@ class _Datagrams(asyncio.DatagramProtocol):
         log.info("udp_error", error=str(exc))
 
 
+# <asm-generic/socket.h>; Python's socket module names it only from 3.12 on.
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
+
+
 def _udp_socket(host: str, port: int, buffer_bytes: int) -> socket.socket:
     """A bound UDP socket with a receive buffer for bursts (every device re-keying after a
     restart): SO_RCVBUFFORCE when privileged, else SO_RCVBUF up to the kernel's rmem_max."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, buffer_bytes)
-    except (OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, buffer_bytes)
+    except OSError:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, buffer_bytes)
     sock.bind((host, port))
     sock.setblocking(False)

@@ -164,7 +164,7 @@ def run_controller_part(directory: Path) -> None:
     import os
     import signal
 
-    from telekey.loopback import Capture, Lab, decode_capture, events, manage, wait_for
+    from telekey.loopback import Capture, Lab, decode_capture, events, manage, wait_for_sa
 
     directory.mkdir(parents=True, exist_ok=True)
     step("a realm, telekey's KDC and signaling controller sc1 (keytab from telekey principal "
@@ -181,7 +181,7 @@ def run_controller_part(directory: Path) -> None:
         devices = {mac: lab.device(mac, "sc1") for mac in ("00:1a:2b:3c:4d:01",
                                                            "00:1a:2b:3c:4d:02")}
         for mac, device in devices.items():
-            wait_for(lambda d=device: (manage(d, op="status")["link"] or {}).get("sa"))
+            wait_for_sa(device)
             ticket = events(device, "ticket")[0]
             sa = events(device, "sa_established")[0]
             typer.echo(f"    {mac}: PKINIT {ticket['method']} {ticket['ms']} ms, SA "
@@ -238,6 +238,7 @@ def run_call_part(directory: Path) -> None:
 
     from cta.media import read_wav
     from telekey.loopback import CallLab, events, manage, wait_for
+    from telekey.service_process import ServiceProcess
 
     directory.mkdir(parents=True, exist_ok=True)
     step("calls (seed 001): two controllers, provisioned devices, SRTP media, escrow")
@@ -260,7 +261,8 @@ def run_call_part(directory: Path) -> None:
                        f"{ticket['certificate']} certificate {ticket['ms']} ms, SA "
                        f"{sa['spi_in']} {sa['suite']} {sa['ms']} ms")
 
-        def call(label: str, device: object, number: str, wav: str, expect_back: str) -> str:
+        def call(label: str, device: ServiceProcess, number: str, wav: str,
+                 expect_back: str) -> str:
             reply = manage(device, op="call", number=number, play=str(lab.wav[wav]))
             if not reply["ok"]:
                 raise RuntimeError(f"{label}: {reply}")

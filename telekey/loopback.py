@@ -7,7 +7,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from telekey.kdc_process import start_kdc, telekey_cmd, write_kdc_config
 from telekey.mit_realm import free_port
@@ -45,9 +47,9 @@ class Lab:
                                   as_rate_per_source=0)
         self.kdc = start_kdc(config, root / "kdc.log")
         self.processes: list[ServiceProcess] = [self.kdc]
-        self.controllers: dict[str, dict] = {}
+        self.controllers: dict[str, dict[str, Any]] = {}
 
-    def reserve(self, name: str) -> dict:
+    def reserve(self, name: str) -> dict[str, Any]:
         """The controller's principal, keytab and ports, made once (before it starts, so
         peers can name each other)."""
         if name not in self.controllers:
@@ -142,14 +144,18 @@ class Lab:
                 process.stop()
 
 
-def manage(process: ServiceProcess, **message: object) -> dict:
+def manage(process: ServiceProcess, **message: object) -> dict[str, Any]:
     with socket.create_connection(("127.0.0.1", int(process.listening["management_port"])),
                                   timeout=60) as sock:
         sock.sendall(json.dumps(message).encode() + b"\n")
-        return json.loads(sock.makefile("rb").readline())
+        reply: dict[str, Any] = json.loads(sock.makefile("rb").readline())
+        return reply
 
 
-def wait_for(predicate, timeout: float = 60.0):
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T | None], timeout: float = 60.0) -> T:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if (value := predicate()):
@@ -158,7 +164,13 @@ def wait_for(predicate, timeout: float = 60.0):
     raise AssertionError("condition not reached")
 
 
-def events(process: ServiceProcess, name: str) -> list[dict]:
+def wait_for_sa(device: ServiceProcess) -> dict[str, Any]:
+    """The SA a device agent holds with its controller, once it has one."""
+    sa: dict[str, Any] = wait_for(lambda: (manage(device, op="status")["link"] or {}).get("sa"))
+    return sa
+
+
+def events(process: ServiceProcess, name: str) -> list[dict[str, Any]]:
     return [e for e in process.log_events() if e.get("event") == name]
 
 
@@ -261,7 +273,7 @@ class CallLab(Lab):
                              *common)
         self.echo = self.echo_server(self.ECHO, "sc1", "611")
         for device in (self.a, self.b, self.u):
-            wait_for(lambda d=device: (manage(d, op="status")["link"] or {}).get("sa"))
+            wait_for_sa(device)
 
     def close(self) -> None:
         super().close()
