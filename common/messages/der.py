@@ -553,9 +553,10 @@ def _first_identifiers(schema: base.Asn1Type) -> frozenset[int] | None:
 
 
 def raw_tlv(data: bytes, pos: int, end: int) -> tuple[bytes, int]:
-    """One complete TLV with any single-byte tag, returned whole (an untagged ANY). Tag 0 is
-    end-of-contents, never a value (X.690 §8.1.5)."""
-    if pos >= end or data[pos] & 0x1F == 0x1F or data[pos] == 0x00:
+    """One complete TLV with any single-byte tag, returned whole (an untagged ANY). Universal
+    tag 0, primitive or constructed, is reserved for the encoding rules (end-of-contents,
+    X.680 §8.6, X.690 §8.1.5), never a value."""
+    if pos >= end or data[pos] & 0x1F == 0x1F or data[pos] in (0x00, 0x20):
         raise _bad("UNEXPECTED_TAG", pos)
     _, stop = read_header(data, pos + 1, end)
     return data[pos:stop], stop

@@ -109,6 +109,16 @@ def test_valid_seeds_agree(name):
         assert accepted, name
 
 
+@pytest.mark.parametrize(("name", "hex_data"), [
+    # An ANY holding universal tag 0 constructed (0x20): the lean codec accepted it, pyasn1
+    # does not (found by test_fuzzed_bytes_agree on 2026-12-05).
+    ("OriginatorInfo", "3011a003020101a10a20081b0670686f6e6531"),
+    ("OriginatorInfo", "3011a003020101a10a00081b0670686f6e6531"),
+])
+def test_fuzzer_findings_agree(name, hex_data):
+    assert_same(SCHEMAS[name], bytes.fromhex(hex_data))
+
+
 @pytest.mark.parametrize("name", sorted(SCHEMAS))
 def test_fuzzed_bytes_agree(name):
     schema = SCHEMAS[name]
