@@ -139,6 +139,14 @@ def to_python(obj: Any) -> Any:
         return parse_kerberos_time(str(obj))
     if isinstance(obj, char.AbstractCharacterString):
         return str(obj)
+    if isinstance(obj, univ.Any):  # before OctetString: pyasn1's Any is an OctetString
+        raw = obj.asOctets()
+        if not obj.tagSet:
+            # pyasn1 re-emits an ANY verbatim, so its DER check cannot see a BER header here.
+            _, stop = raw_tlv(raw, 0, len(raw))
+            if stop != len(raw):
+                raise MalformedMessage("TRAILING_BYTES", "after an ANY value")
+        return raw
     if isinstance(obj, univ.OctetString):
         return obj.asOctets()
     if isinstance(obj, KerberosFlags):
@@ -149,14 +157,6 @@ def to_python(obj: Any) -> Any:
         return obj.asOctets()
     if isinstance(obj, univ.ObjectIdentifier):
         return str(obj)
-    if isinstance(obj, univ.Any):
-        raw = obj.asOctets()
-        if not obj.tagSet:
-            # pyasn1 re-emits an ANY verbatim, so its DER check cannot see a BER header here.
-            _, stop = raw_tlv(raw, 0, len(raw))
-            if stop != len(raw):
-                raise MalformedMessage("TRAILING_BYTES", "after an ANY value")
-        return raw
     if isinstance(obj, univ.SequenceOf | univ.SetOf):
         return tuple(to_python(item) for item in obj)
     raise TypeError(f"no Python mapping for {type(obj).__name__}")
