@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 # The venv is built on Debian's own python3, not on whichever python3 comes first in PATH:
 # Debian builds it with PGO and LTO and links libpython into the executable, and on our code it
-# runs 20-25% faster than a default source build such as pyenv's (no PGO, a shared libpython);
+# runs 15-30% faster than a default source build such as pyenv's (no PGO, a shared libpython);
 # the KDC's CPU per PKINIT login follows (README, KDC figures). Any other: make PYTHON=...
 PYTHON ?= /usr/bin/python3
 VENV := .venv

@@ -377,11 +377,10 @@ def _bind_client_certificate(signed: SignedData, cname: PrincipalName, policy: A
             if len(state.verified_chains) >= state.max_thumbprints:
                 state.verified_chains.clear()
             state.verified_chains[thumbprint] = verified
-    elif verified.policy is not policy:
-        verified = replace(verified, policy=policy, binding=certificate_binding(
-            verified.certificate, verified.kind, verified.chain, policy.devices))
-        if state is not None:
-            state.verified_chains[thumbprint] = verified
+    elif state is not None and verified.policy is not policy:  # bind it again under this one
+        verified = state.verified_chains[thumbprint] = replace(
+            verified, policy=policy, binding=certificate_binding(
+                verified.certificate, verified.kind, verified.chain, policy.devices))
     binding = verified.binding
     check_customer(binding, customers)
     if binding.principal != principal_text(cname):

@@ -218,7 +218,6 @@ def test_tcp_idle_timeout_and_connection_bound(kdc):
 
     idle = socket.create_connection(("127.0.0.1", kdc.port), timeout=10)
     busy = socket.create_connection(("127.0.0.1", kdc.port), timeout=10)
-    started = time.monotonic()
     with idle, busy:
         with socket.create_connection(("127.0.0.1", kdc.port), timeout=10) as third:
             assert third.recv(1) == b""  # over the bound: closed without a word
@@ -226,7 +225,6 @@ def test_tcp_idle_timeout_and_connection_bound(kdc):
             time.sleep(0.6)
             assert request(busy) == 25  # PREAUTH_REQUIRED
         assert idle.recv(1) == b""  # closed long ago
-        assert time.monotonic() - started >= 1.8
         assert busy.recv(1) == b""  # and now, 1 s after its last record
     events = [e for e in kdc.log_events() if e.get("event") == "connection_refused"]
     assert len(events) == 1
