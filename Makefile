@@ -4,14 +4,14 @@ SHELL := /bin/bash
 # The venv is built on Debian's own python3, not on whichever python3 comes first in PATH:
 # Debian builds it with PGO and LTO and links libpython into the executable, and on our code it
 # runs 15-30% faster than a default source build such as pyenv's (no PGO, a shared libpython);
-# the KDC's CPU per PKINIT login follows (README, KDC figures). Any other: make PYTHON=...
+# the KDC's CPU per PKINIT login follows (docs/performance.md). Any other: make PYTHON=...
 PYTHON ?= /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 APT_PACKAGES := softhsm2 opensc krb5-kdc krb5-admin-server krb5-user krb5-pkinit tshark postgresql
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test deps system-deps python-deps bench bench-callgrind lint clean
+.PHONY: lab test deps system-deps python-deps bench bench-callgrind lint docs clean
 
 lab: deps
 	$(VENV)/bin/telekey lab
@@ -31,6 +31,14 @@ bench-callgrind: deps
 
 lint: deps
 	$(VENV)/bin/ruff check . && $(VENV)/bin/mypy
+
+# The generated references (docs/configuration.md, docs/cli.md; a test checks they are current)
+# and the services picture from its Graphviz source (graphviz is only needed here).
+docs: deps
+	$(PY) -m telekey.reference
+	@command -v dot >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
+	    apt-get update -q && apt-get install -y -q --no-install-recommends graphviz; }
+	dot -Tsvg docs/img/services.dot -o docs/img/services.svg
 
 deps: system-deps python-deps
 

@@ -36,9 +36,9 @@ from bench.harness import (  # noqa: E402
     device_client,
     device_ticket,
 )
-from common.ap_exchange import build_ap_req  # noqa: E402
 from common.crypto import Key  # noqa: E402
-from common.km_server import KeyManagementServer  # noqa: E402
+from common.kerberos.ap_exchange import build_ap_req  # noqa: E402
+from common.pktc.km_server import KeyManagementServer  # noqa: E402
 from telekey.service_process import start_service  # noqa: E402
 
 
@@ -140,7 +140,7 @@ def main() -> None:
           f"(wall {counted / wall[0]:.0f}/s; median {handle_us:.0f} us in the handler)")
     print(f"  MIT libkrb5    : {mit_us:8.1f} us CPU/exchange, {1e6 / mit_us:8.0f}/s/core "
           f"(wall {counted / wall[1]:.0f}/s; Python UDP loop calling krb5_rd_req+mk_rep)")
-    print(f"  core in process: {core_us:8.1f} us CPU/exchange (common/km_server.py, hot loop)")
+    print(f"  core in process: {core_us:8.1f} us CPU/exchange (common/pktc/km_server.py, hot loop)")
     print(f"ap_us_per_exchange={ours_us:.1f} mit_us={mit_us:.1f} ratio={ours_us / mit_us:.2f}")
 
 

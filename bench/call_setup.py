@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import cpu_seconds  # noqa: E402
-from common.call_keys import new_call_key, srtp_keys  # noqa: E402
-from common.rtp import PCMU, RtpPacket, decode_rtp, encode_rtp  # noqa: E402
+from common.calls.keys import new_call_key, srtp_keys  # noqa: E402
+from common.calls.rtp import PCMU, RtpPacket, decode_rtp, encode_rtp  # noqa: E402
 from cta.media import srtp_session  # noqa: E402
 from telekey.loopback import CallLab, manage  # noqa: E402
 

@@ -5,7 +5,7 @@ Two figures, each the difference between a run of N2 and a run of N1 exchanges d
 N2 - N1 (start-up, codec generation and exit drop out):
   daemon  `sigctl run` under valgrind, fed fresh PacketCable AP Requests over UDP one at a
           time (the whole path: uvloop, the core, log line, metrics, sendto);
-  core    `KeyManagementServer.receive_km` in a process of its own (common/km_server.py).
+  core    `KeyManagementServer.receive_km` in a process of its own (common/pktc/km_server.py).
 `--tickets K` spreads the requests over K devices' tickets (1: one device re-keying, whose
 ticket the ticket cache opens once; K = N2: no ticket seen twice). Needs valgrind:
 `make bench-callgrind` installs it and runs this.
@@ -97,9 +97,9 @@ def core_run(n: int, tickets: int, base: Path) -> int:
 def core_child(path: Path) -> None:
     """Under valgrind: the core alone over the pickled requests (made outside, so that the
     client side is not counted)."""
-    from common.km_server import KeyManagementServer
     from common.messages.base import compile_codecs
-    from telekey.runtime import settle_heap
+    from common.pktc.km_server import KeyManagementServer
+    from runtime.process import settle_heap
 
     compile_codecs()
     data, requests = pickle.loads(path.read_bytes())

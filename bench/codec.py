@@ -1,4 +1,4 @@
-"""Codec and crypto figures for issue #2, with MIT Kerberos measured in the same run.
+"""Codec and crypto figures, with MIT Kerberos measured in the same run.
 
 Prints microseconds per operation (best of several rounds) for decode and encode of an AP-REQ,
 a PKINIT AS-REQ and an EncTicketPart (MIT 1.20's own bytes from tests/interop/mit), the AP-REQ
@@ -21,7 +21,7 @@ sys.path.insert(0, str(ROOT))
 from bench.mit_ctypes import Mit  # noqa: E402
 from common.codes import KeyUsage, PaDataType  # noqa: E402
 from common.crypto import Key  # noqa: E402
-from common.keytab import decode_keytab, find_key  # noqa: E402
+from common.kerberos.keytab import decode_keytab, find_key  # noqa: E402
 from common.messages.ap_req import decode_ap_req, decode_authenticator, encode_ap_req  # noqa: E402
 from common.messages.cms import decode_signed_data  # noqa: E402
 from common.messages.kdc_req import decode_as_req, encode_as_req  # noqa: E402

@@ -6,10 +6,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 from common.crypto import Key
-from common.keytab import KeytabEntry, encode_keytab
-from common.km_client import KeyManagementClient
+from common.kerberos.keytab import KeytabEntry, encode_keytab
+from common.kerberos.tickets import IssuedTicket, KeyEntry, issue_ticket
 from common.messages.types import PrincipalName
-from common.tickets import IssuedTicket, KeyEntry, issue_ticket
+from common.pktc.km_client import KeyManagementClient
 from telekey.mit_realm import free_port
 
 REALM = "BENCH.TEST"

@@ -14,27 +14,32 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
 
-from common.ccache import (
+from common.codes import ErrorCode
+from common.crypto import Key
+from common.errors import KerberosError
+from common.kerberos.ccache import (
     CcachePrincipal,
     Credential,
     CredentialCache,
     decode_ccache,
     encode_ccache,
 )
-from common.codes import ErrorCode
-from common.crypto import Key
-from common.errors import KerberosError
+from common.kerberos.pkinit_client import (
+    PkinitOptions,
+    build_pkinit_as_req,
+    krbtgt,
+    process_pkinit_as_rep,
+)
+from common.kerberos.renewal import clock_offset
+from common.kerberos.tgs_client import build_tgs_req, process_tgs_rep
 from common.messages.cms import encode_spki
 from common.messages.krb_error import decode_krb_error
 from common.messages.ticket import decode_ticket, encode_ticket
 from common.messages.types import PrincipalName
-from common.pkinit_client import PkinitOptions, build_pkinit_as_req, krbtgt, process_pkinit_as_rep
-from common.renewal import clock_offset
-from common.selfcert import KEY_RSA_2048, SelfCertProfile, build_self_issued, verify_request
-from common.tgs_client import build_tgs_req, process_tgs_rep
+from common.pki.selfcert import KEY_RSA_2048, SelfCertProfile, build_self_issued, verify_request
 from cta.device import Device
 from cta.provider import TokenEcKey, TokenProvider
-from telekey.kdc_client import credential_from_reply, kdc_exchange
+from runtime.kdc_client import credential_from_reply, kdc_exchange
 
 P256 = "1.2.840.10045.3.1.7"
 MODES = ("dh", "ecdh", "rsa")

@@ -13,14 +13,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 
-from common.certs import build_ca, issue_device_certificate, issue_device_signing_certificate
 from common.errors import KerberosError
-from common.renewal import renewal_due
+from common.kerberos.renewal import renewal_due
+from common.pki.certs import build_ca, issue_device_certificate, issue_device_signing_certificate
 from cta.agent import Agent, AgentError
 from cta.device import Device
 from cta.provider import take_ownership
-from telekey.files import write_private_key
-from telekey.km_link import ControllerAddress
+from runtime.controller_link import ControllerAddress
+from runtime.key_files import write_private_key
 
 HELP = "Device agent: keys in a PKCS#11 token, PKINIT client, ticket cache."
 app = typer.Typer(help=HELP, no_args_is_help=True)
@@ -170,7 +170,7 @@ def tgs(
 ) -> None:
     """With the TGT in <dir>/ccache, get a ticket for another controller by one TGS exchange
     (no PKINIT) and add it to the cache."""
-    from common.ccache import decode_ccache
+    from common.kerberos.ccache import decode_ccache
 
     path = directory / "ccache"
     realm = decode_ccache(path.read_bytes()).default_principal.realm if path.exists() else ""
@@ -215,7 +215,7 @@ def install_cert(
     """Store the operator-issued device certificate in the token (label `operator`). It must
     certify a key the token already holds (the factory key) and chain to the operator root
     in the token; the agent logs in with it from then on."""
-    from common.pki import verify_chain
+    from common.pki.chain import verify_chain
 
     certificate = x509.load_pem_x509_certificate(cert.read_bytes())
     agent = _agent(directory, "", "")
@@ -291,7 +291,7 @@ def run(
     from common.log import configure
     from cta.daemon import AgentConfig, CallConfig
     from cta.daemon import run as run_daemon
-    from telekey.runtime import run as run_async
+    from runtime.process import run as run_async
 
     configure(json=json_logs)
     agent = _agent(directory, realm, kdc)
@@ -333,7 +333,7 @@ def echo_server(
     device-to-server call of seed 001). SIGTERM stops it."""
     from common.log import configure
     from cta.echo_server import run as run_server
-    from telekey.runtime import run as run_async
+    from runtime.process import run as run_async
 
     configure(json=True)
     run_async(run_server(principal=principal, keytab=keytab, realm=realm, kdc=kdc,

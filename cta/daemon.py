@@ -32,14 +32,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from common.ccache import Credential
+from common.calls.user_agent import UserAgent
 from common.errors import KerberosError
+from common.kerberos.ccache import Credential
 from common.log import get_logger
-from common.user_agent import UserAgent
 from cta.agent import Agent, AgentError
 from cta.media import load_source
 from cta.phone import Phone
-from telekey.km_link import ControllerAddress, ControllerLink
+from runtime.controller_link import ControllerAddress, ControllerLink
 
 log = get_logger("cta")
 MAX_LINE = 64 * 1024

@@ -8,13 +8,13 @@ import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
-from common.ccache import Credential
-from common.keytab import decode_keytab
+from common.calls.user_agent import UserAgent
+from common.kerberos.ccache import Credential
+from common.kerberos.keytab import decode_keytab
 from common.log import get_logger
-from common.user_agent import UserAgent
 from cta.phone import Phone
-from telekey.kdc_client import keytab_login
-from telekey.km_link import ControllerAddress, ControllerLink
+from runtime.controller_link import ControllerAddress, ControllerLink
+from runtime.kdc_client import keytab_login
 
 log = get_logger("echo_server")
 

@@ -18,9 +18,8 @@ from typing import Any
 from pylibsrtp import Error as SrtpError
 from pylibsrtp import Policy, Session
 
-from common.call_keys import SrtpKeys
-from common.errors import MalformedMessage
-from common.rtp import (
+from common.calls.keys import SrtpKeys
+from common.calls.rtp import (
     PCMU,
     SAMPLES_PER_PACKET,
     RtpPacket,
@@ -29,7 +28,8 @@ from common.rtp import (
     ulaw_decode,
     ulaw_encode,
 )
-from common.sdp import MediaDescription
+from common.calls.sdp import MediaDescription
+from common.errors import MalformedMessage
 
 PROFILES = {"AES_CM_128_HMAC_SHA1_80": Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
             "AEAD_AES_128_GCM": Policy.SRTP_PROFILE_AEAD_AES_128_GCM}

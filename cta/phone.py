@@ -1,5 +1,5 @@
 """Calls at an endpoint (a device agent or the network echo server): the user agent core
-(common/user_agent.py) on the controller link, one UDP socket for device-to-device ESP, and a
+(common/calls/user_agent.py) on the controller link, one UDP socket for device-to-device ESP, and a
 media session (cta/media.py) per call.
 
 - Outgoing: `call(number)` opens the media socket, sends the INVITE through the controller and
@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import esp
+from common.calls.sdp import MediaDescription
+from common.calls.user_agent import UaCall, UaEvent, UserAgent
 from common.errors import KerberosError
 from common.log import get_logger
-from common.sdp import MediaDescription
-from common.user_agent import UaCall, UaEvent, UserAgent
+from common.pktc import esp
 from cta.media import MediaSession, write_wav
-from telekey.km_link import SIP_PORT, ControllerLink
+from runtime.controller_link import SIP_PORT, ControllerLink
 
 log = get_logger("phone")
 

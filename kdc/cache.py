@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from common.device_policy import Customer
-from common.tickets import PrincipalEntry
+from common.kerberos.tickets import PrincipalEntry
+from common.pki.device_policy import Customer
 from kdc.db import Database
 
 

@@ -14,17 +14,17 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
-from common.as_exchange import AsPolicy
-from common.certs import build_ca, issue_client_certificate, issue_kdc_certificate
 from common.codes import NameType
 from common.crypto import Key
 from common.crypto.cms import Signer, file_signer
-from common.keytab import KeytabEntry, decode_keytab, encode_keytab
+from common.kerberos.as_exchange import AsPolicy
+from common.kerberos.keytab import KeytabEntry, decode_keytab, encode_keytab
 from common.log import configure
+from common.pki.certs import build_ca, issue_client_certificate, issue_kdc_certificate
 from kdc.db import Database
 from kdc.settings import KdcSettings
-from telekey.files import write_private_key
-from telekey.settings_file import load_settings
+from runtime.key_files import write_private_key
+from runtime.settings_file import load_settings
 
 HELP = "Kerberos KDC: PKINIT over TCP and UDP, tickets for signaling controllers."
 app = typer.Typer(help=HELP, no_args_is_help=True)
@@ -94,7 +94,7 @@ def main() -> None:
 def run(config: Annotated[Path, typer.Option(exists=True, help="TOML settings file.")]) -> None:
     """Serve AS (PKINIT) requests on TCP and UDP until SIGTERM."""
     from kdc.server import Kdc, run_workers, serve
-    from telekey.runtime import run as run_loop
+    from runtime.process import run as run_loop
 
     settings = load_settings(KdcSettings, config)
     configure(json=settings.log_json)

@@ -2,8 +2,8 @@
 PostgreSQL (by URL). Every change is one transaction; the schema is versioned and migrated at
 open time.
 
-Keys are stored as given. MIT encrypts them under a master key in its database; telekey's
-database file is protected by file permissions (0600) for now (noted on issue #3).
+Keys are stored as given: MIT encrypts them under a master key in its database, telekey does
+not yet, and its database file is protected by file permissions (0600) only.
 """
 
 from datetime import timedelta
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from common.certs import phone_id
 from common.crypto import Key
-from common.device_policy import Customer
-from common.tickets import KeyEntry, PrincipalEntry
+from common.kerberos.tickets import KeyEntry, PrincipalEntry
+from common.pki.certs import phone_id
+from common.pki.device_policy import Customer
 
 SCHEMA_VERSION = 2
 metadata = sa.MetaData()
@@ -51,7 +51,7 @@ MIGRATIONS: dict[int, list[str]] = {2: []}  # v2: the customers table
 
 
 class Database:
-    """Principal store over SQLAlchemy; implements common.as_exchange.PrincipalStore."""
+    """Principal store over SQLAlchemy; implements common.kerberos.as_exchange.PrincipalStore."""
 
     def __init__(self, url: str) -> None:
         self.url = url

@@ -2,7 +2,7 @@
 
 from prometheus_client import CollectorRegistry
 
-from telekey.prometheus import Counts, Durations
+from runtime.prometheus import Counts, Durations
 
 registry = CollectorRegistry()
 requests = Counts("telekey_kdc_requests", "KDC requests by kind and KRB-ERROR code (0 = OK)",

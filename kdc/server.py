@@ -1,6 +1,6 @@
 """The KDC's asyncio glue (STYLE §2): bind TCP and UDP on one port, frame TCP records
-(RFC 4120 §7.2.2), cap sizes, hand bytes to common.as_exchange, turn errors into KRB-ERRORs,
-log one line per request, stop on SIGTERM. Protocol decisions live in common/."""
+(RFC 4120 §7.2.2), cap sizes, hand bytes to common.kerberos.as_exchange, turn errors into
+KRB-ERRORs, log one line per request, stop on SIGTERM. Protocol decisions live in common/."""
 
 import asyncio
 import os
@@ -15,23 +15,23 @@ from typing import Any
 import structlog
 from prometheus_client import start_http_server
 
-from common.as_exchange import AsPolicy, PkinitState, handle_as_req, krbtgt_name
 from common.codes import ErrorCode
 from common.errors import FieldTooLong, KerberosError, MalformedMessage, ResponseTooBig
-from common.framing import RecordBuffer, encode_record
+from common.kerberos.as_exchange import AsPolicy, PkinitState, handle_as_req, krbtgt_name
+from common.kerberos.lookaside import Lookaside
+from common.kerberos.rate_limit import RateLimiter
+from common.kerberos.replay import ReplayCache
+from common.kerberos.tcp_framing import RecordBuffer, encode_record
+from common.kerberos.tgs_exchange import handle_tgs_req
+from common.kerberos.ticket_cache import TicketCache
 from common.log import get_logger
-from common.lookaside import Lookaside
 from common.messages.base import compile_codecs
 from common.messages.krb_error import ErrorReplies
-from common.rate_limit import RateLimiter
-from common.replay import ReplayCache
-from common.tgs_exchange import handle_tgs_req
-from common.ticket_cache import TicketCache
 from kdc import metrics
 from kdc.cache import CachedPrincipals
 from kdc.db import Database
 from kdc.settings import KdcSettings
-from telekey.runtime import settle_heap
+from runtime.process import settle_heap
 
 log = get_logger("kdc")
 AS_REQ_TAG, TGS_REQ_TAG = 0x6A, 0x6C
@@ -257,7 +257,7 @@ async def serve(kdc: Kdc, port: int | None = None, worker: int | None = None,
                  metrics_port=metrics_port)
     if ready is not None:
         ready()
-    settle_heap()  # telekey/runtime.py: start-up objects frozen, collections rarer
+    settle_heap()  # runtime/process.py: start-up objects frozen, collections rarer
     try:
         await stop.wait()
     finally:

@@ -1,10 +1,10 @@
-"""`telekey keyserver ...` subcommands. The service itself is built under issue #6."""
+"""`telekey keyserver ...` subcommands. The enterprise key server (seed 002) is not built yet."""
 
 import typer
 
 HELP = (
     "Enterprise key server: seed-derived device keys over HTTPS and mutual TLS."
-    " (Not built yet: issue #6.)"
+    " (Not built yet.)"
 )
 app = typer.Typer(help=HELP, no_args_is_help=True)
 
@@ -17,4 +17,4 @@ def main() -> None:
 @app.command()
 def status() -> None:
     """Say what of this service exists in this build."""
-    typer.echo("keyserver: not built yet (issue #6); common/ provides its codecs and crypto.")
+    typer.echo("keyserver: not built yet; common/ provides its codecs and crypto.")

@@ -1,4 +1,5 @@
-"""`telekey provisioning ...`: the provisioning server's tools (the service itself: issue #4)."""
+"""`telekey provisioning ...`: the provisioning server's tools. The service itself (seed 001's
+customer and device lifecycle) is not built yet."""
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from common.crypto.cms import file_signer
-from common.selfcert import (
+from common.pki.selfcert import (
     KEY_ECDSA_P256,
     KEY_RSA_2048,
     SelfCertProfile,
@@ -24,13 +25,14 @@ app = typer.Typer(help=HELP, no_args_is_help=True)
 
 @app.callback()
 def main() -> None:
-    """The provisioning server (the service is built under issue #4)."""
+    """The provisioning server's tools."""
 
 
 @app.command()
 def status() -> None:
     """Say what of this service exists in this build."""
-    typer.echo("provisioning: certreq (signed self-issue requests) only; the service: issue #4")
+    typer.echo("provisioning: certreq (signed self-issue requests) and device-cert only;"
+               " the service is not built yet")
 
 
 @app.command()
@@ -80,7 +82,7 @@ def device_cert(
     a matching active customer record (`telekey customer add`) it gets unrestricted tickets."""
     from cryptography.hazmat.primitives.serialization import Encoding
 
-    from common.certs import issue_device_certificate, phone_id
+    from common.pki.certs import issue_device_certificate, phone_id
 
     factory = x509.load_pem_x509_certificate(factory_cert.read_bytes())
     public = factory.public_key()

@@ -5,8 +5,8 @@ from typing import Annotated
 
 import typer
 
+from runtime.settings_file import load_settings
 from sigctl.settings import SigctlSettings
-from telekey.settings_file import load_settings
 
 HELP = "Signaling controller: AP-REQ/AP-REP key management, ESP-protected signaling."
 app = typer.Typer(help=HELP, no_args_is_help=True)
@@ -21,8 +21,8 @@ def main() -> None:
 def run(config: Annotated[Path, typer.Option(exists=True, help="TOML settings file.")]) -> None:
     """Serve key management (UDP, PacketCable framing) and ESP until SIGTERM."""
     from common.log import configure
+    from runtime.process import run as run_loop
     from sigctl.server import serve, start_km_workers
-    from telekey.runtime import run as run_loop
 
     settings = load_settings(SigctlSettings, config)
     configure(json=settings.log_json)

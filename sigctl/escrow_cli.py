@@ -19,7 +19,7 @@ def keygen(directory: Annotated[Path, typer.Option("--dir", help="Where to write
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-    from telekey.files import write_private_key
+    from runtime.key_files import write_private_key
 
     directory.mkdir(parents=True, exist_ok=True)
     private = X25519PrivateKey.generate()
@@ -41,8 +41,8 @@ def open_record(
     from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
+    from common.calls.escrow import open_sealed
     from common.errors import KerberosError
-    from common.escrow import open_sealed
     from common.log import configure, get_logger
     from sigctl.escrow_store import EscrowStore
 

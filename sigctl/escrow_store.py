@@ -1,5 +1,5 @@
 """The caller's controller's lawful-intercept escrow records (seed 001, CALEA): one row per
-call holding its media keys sealed to the escrow authority (common/escrow.py), kept for the
+call holding its media keys sealed to the escrow authority (common/calls/escrow.py), kept for the
 call and then `retention` more seconds; every opening is recorded. SQLAlchemy Core, SQLite by
 default; each change is one committed transaction."""
 

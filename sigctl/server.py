@@ -1,10 +1,10 @@
 """The signaling controller daemon: UDP key management (PacketCable framing) and ESP in UDP,
-over the sans-I/O core common/km_server.py. One log line per exchange; secrets never logged.
+over the sans-I/O core common/pktc/km_server.py. One log line per exchange; secrets never logged.
 
 Inner datagrams delivered through ESP go to the controller's services by destination port:
 7 = echo (the datagram comes back with the ports swapped), 5060 = call control
-(common/call_control.py). Peer controllers are reached through a link of our own to each
-(telekey/km_link.py: an AP exchange with a ticket for the peer that our keytab gets from the
+(common/calls/control.py). Peer controllers are reached through a link of our own to each
+(runtime/controller_link.py: an AP exchange with a ticket for the peer that our keytab gets from the
 KDC, then ESP); SIP from a peer arrives on the SA it opened to us, and is told from a
 device's by its client principal."""
 
@@ -20,22 +20,22 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from prometheus_client import start_http_server
 
-from common import esp
-from common.ap_exchange import KeytabKeys
-from common.call_control import CallControl, Leg, Outcome
-from common.ccache import Credential
-from common.escrow import seal
-from common.keytab import decode_keytab
-from common.km_server import ControllerSa, Exchange, KeyManagementServer
+from common.calls.control import CallControl, Leg, Outcome
+from common.calls.escrow import seal
+from common.kerberos.ap_exchange import KeytabKeys
+from common.kerberos.ccache import Credential
+from common.kerberos.keytab import decode_keytab
 from common.log import get_logger
 from common.messages.base import compile_codecs
+from common.pktc import esp
+from common.pktc.km_server import ControllerSa, Exchange, KeyManagementServer
+from runtime.controller_link import SIP_PORT, ControllerAddress, ControllerLink
+from runtime.kdc_client import keytab_login
+from runtime.process import settle_heap
+from runtime.prometheus import child
 from sigctl import metrics, workers
 from sigctl.escrow_store import EscrowStore
 from sigctl.settings import SigctlSettings
-from telekey.kdc_client import keytab_login
-from telekey.km_link import SIP_PORT, ControllerAddress, ControllerLink
-from telekey.prometheus import child
-from telekey.runtime import settle_heap
 
 log = get_logger("sigctl")
 ECHO_PORT = 7
@@ -379,7 +379,7 @@ async def serve(settings: SigctlSettings,
                     log.info("escrow_purged", records=purged)
 
     sweeper = asyncio.create_task(expire())
-    settle_heap()  # telekey/runtime.py: start-up objects frozen, collections rarer
+    settle_heap()  # runtime/process.py: start-up objects frozen, collections rarer
     await stop.wait()
     sweeper.cancel()
     if controller.km_socket is not None and not controller.worker_pipes:

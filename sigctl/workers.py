@@ -1,6 +1,6 @@
 """Key-management workers (`km_workers = N`): processes that take AP Requests off the shared
 key-management socket and do all the CPU of an exchange — decode, ticket and authenticator,
-checksum and HMAC, sub-key, SA keys, AP Reply (common/km_server.py `prepare_km`) — and hand
+checksum and HMAC, sub-key, SA keys, AP Reply (common/pktc/km_server.py `prepare_km`) — and hand
 the result to the main process over a socket pair. The main process owns everything with
 state or output: the replay cache, the SAs, ESP, the replies on the wire, log lines and
 metrics (KeyManagementServer.install). A worker never sends on the network.
@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from common.km_server import Exchange, KeyManagementServer, PreparedSa
 from common.log import get_logger
-from telekey.runtime import settle_heap
+from common.pktc.km_server import Exchange, KeyManagementServer, PreparedSa
+from runtime.process import settle_heap
 
 log = get_logger("sigctl.worker")
 MAX_MESSAGE = 1 << 17  # a forwarded datagram (at most 64 KiB) and its pickle framing
@@ -61,7 +61,7 @@ def _serve(sock: socket.socket, pipe: socket.socket, core: KeyManagementServer,
            index: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    settle_heap()  # telekey/runtime.py: start-up objects frozen, collections rarer
+    settle_heap()  # runtime/process.py: start-up objects frozen, collections rarer
     poller = select.poll()
     poller.register(sock, select.POLLIN)
     poller.register(pipe, select.POLLIN)  # readable only when the main process is gone

@@ -6,7 +6,7 @@ from typing import Annotated
 import typer
 
 from common.errors import KerberosError
-from common.keytab import decode_keytab
+from common.kerberos.keytab import decode_keytab
 
 app = typer.Typer(help="telekey: key management and secure signaling for IP telephony.",
                   no_args_is_help=True)

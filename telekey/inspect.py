@@ -6,11 +6,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from common.ccache import CCACHE_V4, decode_ccache
 from common.codes import KeyUsage
 from common.crypto import Key
 from common.errors import KerberosError
-from common.keytab import KEYTAB_V2, KeytabEntry, decode_keytab, find_key
+from common.kerberos.ccache import CCACHE_V4, decode_ccache
+from common.kerberos.keytab import KEYTAB_V2, KeytabEntry, decode_keytab, find_key
 from common.messages.ap_rep import decode_ap_rep
 from common.messages.ap_req import decode_ap_req
 from common.messages.kdc_rep import decode_as_rep, decode_tgs_rep

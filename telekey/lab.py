@@ -1,20 +1,20 @@
 """`telekey lab`: run what exists of telekey end to end on loopback and say what happened.
 
-Part 1, the KDC (issue #3): telekey creates a realm (database, CA, KDC certificate, a device
+Part 1, the KDC: telekey creates a realm (database, CA, KDC certificate, a device
 certificate), starts its KDC, and MIT's kinit logs the device in with PKINIT (DH and RSA),
 gets a controller ticket directly, and MIT's kvno gets a backup controller's through telekey's
 TGS exchange.
 
-Part 2, the foundation (issue #2) against a real MIT Kerberos realm on 127.0.0.1:
+Part 2, the foundation against a real MIT Kerberos realm on 127.0.0.1:
 telekey derives keys and writes a keytab that MIT's klist lists and MIT's kinit uses to log in
 to MIT's krb5kdc; telekey reads the credential cache kinit wrote, decrypts the TGT inside it
 with the krbtgt key MIT's kadmin exported, writes its own credential cache, and MIT's klist
 lists that.
 
-Part 3, the signaling controller (issue #5): two devices set up SAs with a controller, echo
+Part 3, the signaling controller: two devices set up SAs with a controller, echo
 through ESP, survive a kill -9 of the controller without PKINIT; tshark decodes the capture.
 
-Part 4, calls (issue #6), as a timeline with per-step latencies: two controllers, provisioned
+Part 4, calls, as a timeline with per-step latencies: two controllers, provisioned
 and unprovisioned devices, calls across controllers and to the echo server with audio checked
 both ways, a kill -9 of a controller and a call after it; a pcap of everything, keytabs and
 esp_sa stay in the work directory.
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import typer
 
-from common.ccache import CredentialCache, decode_ccache, encode_ccache
 from common.codes import KeyUsage, NameType
 from common.crypto import Key
-from common.keytab import KeytabEntry, decode_keytab, encode_keytab, find_key
+from common.kerberos.ccache import CredentialCache, decode_ccache, encode_ccache
+from common.kerberos.keytab import KeytabEntry, decode_keytab, encode_keytab, find_key
 from common.messages.ticket import decode_enc_ticket_part, decode_ticket
 from telekey.kdc_process import start_kdc, telekey_cmd
 from telekey.mit_realm import REALM, require_tool, start_mit_realm
@@ -322,7 +322,7 @@ def run_call_part(directory: Path) -> None:
 
 
 def _pcmu(samples: object) -> object:
-    from common.rtp import ulaw_decode, ulaw_encode
+    from common.calls.rtp import ulaw_decode, ulaw_encode
 
     return ulaw_decode(ulaw_encode(samples))  # type: ignore[arg-type]
 

@@ -213,7 +213,7 @@ def decode_capture(capture: Path, *, pktc_port: int, esp_port: int, keytab: Path
 
 
 class CallLab(Lab):
-    """Issue #6's network: escrow authority, controllers sc1 and sc2 linked to each other,
+    """The calls network: escrow authority, controllers sc1 and sc2 linked to each other,
     provisioned devices A (1001, on sc1) and B (2002, on sc2), unprovisioned device U (on
     sc1), and the echo server (611, customer service, on sc1); tshark captures every UDP
     packet on loopback into calls.pcap. WAV tones a, b, u are what A, B and U play."""

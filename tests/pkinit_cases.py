@@ -10,8 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from common.crypto.cms import file_signer
+from common.kerberos.pkinit_client import PkinitOptions, build_pkinit_as_req, krbtgt
 from common.messages.types import PrincipalName
-from common.pkinit_client import PkinitOptions, build_pkinit_as_req, krbtgt
 from tests.conftest import MIT_FIXTURES
 
 REALM = "EXAMPLE.TEST"

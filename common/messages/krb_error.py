@@ -70,7 +70,7 @@ class ErrorReplies:
     sname, and e-data carrying the second's freshness token); only stime and susec differ.
     Each distinct error is encoded once and cut around its stime and susec, and a reply
     splices the time between the two pieces: a few byte operations instead of building and
-    encoding the message, which is most of the cost of a PREAUTH_REQUIRED (README, KDC)."""
+    encoding the message, which is most of the cost of a PREAUTH_REQUIRED (docs/performance.md)."""
 
     def __init__(self, realm: str, sname: PrincipalName, vague_errors: bool = False,
                  max_entries: int = 64) -> None:

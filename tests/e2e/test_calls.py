@@ -1,4 +1,4 @@
-"""Calls end to end on loopback (issue #6, seed 001 FIG. 4): our KDC, two controllers linked by
+"""Calls end to end on loopback (seed 001 FIG. 4): our KDC, two controllers linked by
 an AP exchange and ESP, provisioned devices with SoftHSM tokens, an unprovisioned one, and a
 network echo server. Audio crosses as SRTP (libsrtp) and is compared sample for sample; the
 capture is decrypted by tshark with the lab's esp_sa; the escrowed keys decrypt the SRTP."""
@@ -11,7 +11,7 @@ from array import array
 import pytest
 from pylibsrtp import Policy, Session
 
-from common.rtp import decode_rtp, ulaw_decode, ulaw_encode
+from common.calls.rtp import decode_rtp, ulaw_decode, ulaw_encode
 from cta.media import read_wav
 from telekey.loopback import REALM, CallLab, events, manage, wait_for
 
@@ -87,12 +87,12 @@ async def test_malformed_sip_wrong_ack_and_unknown_number_leave_other_calls_alon
     Call-Key-Ack, while A and B are in a call; that call's audio arrives intact."""
     import asyncio
 
-    from common import sip
-    from common.keytab import decode_keytab
-    from common.sdp import MediaDescription
-    from common.user_agent import UserAgent
-    from telekey.kdc_client import keytab_login
-    from telekey.km_link import ControllerAddress, ControllerLink
+    from common.calls import sip
+    from common.calls.sdp import MediaDescription
+    from common.calls.user_agent import UserAgent
+    from common.kerberos.keytab import decode_keytab
+    from runtime.controller_link import ControllerAddress, ControllerLink
+    from runtime.kdc_client import keytab_login
 
     sc1 = lab.controllers["sc1"]
     keytab = decode_keytab(lab.principal_keytab("media/tester.lab.test").read_bytes())

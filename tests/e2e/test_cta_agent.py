@@ -1,4 +1,4 @@
-"""The long-running device agent (`telekey cta run`, issue #4): renewal timers fire before the
+"""The long-running device agent (`telekey cta run`): renewal timers fire before the
 tickets end (PKINIT for tickets PKINIT gave, TGS for those TGS gave), the management port
 answers status/renew/selfcert, a seed 004 request over the port makes the agent log in again
 with its self-issued certificate, and bad input gets an error without stopping the agent."""

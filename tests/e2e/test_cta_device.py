@@ -1,4 +1,4 @@
-"""The device agent (issue #4, first part): `telekey cta manufacture` makes a SoftHSM2 token
+"""The device agent's tools: `telekey cta manufacture` makes a SoftHSM2 token
 whose private keys cannot leave it; `telekey cta login` does PKINIT (DH and RSA) against
 telekey's KDC with the factory certificate, signing and decrypting in the token, and writes a
 credential cache MIT klist reads; a KDC outside the operator root is refused and the old cache
@@ -210,7 +210,7 @@ def test_login_against_mit_krb5kdc(lab, mode):
 def test_device_clock_off_learns_offset_from_skew(lab):
     """A device clock 15 minutes fast: the KDC answers KRB_AP_ERR_SKEW with its time, the
     device retries with the learned offset and records it in the ccache like MIT does."""
-    from common.ccache import decode_ccache
+    from common.kerberos.ccache import decode_ccache
 
     tmp_path, kdc = lab
     device = tmp_path / "device"
@@ -242,10 +242,10 @@ def test_ecdh_login_then_backup_controller_via_tgs(lab):
                              env={"KRB5_CONFIG": "/dev/null"}).stdout
     assert "krbtgt/LAB.TEST@LAB.TEST" in listing and "sigctl/sc2.lab.test@LAB.TEST" in listing
     # Decrypt the backup controller's ticket: the restriction travelled through TGS.
-    from common.ccache import decode_ccache
     from common.codes import KeyUsage
     from common.crypto import Key
-    from common.keytab import decode_keytab
+    from common.kerberos.ccache import decode_ccache
+    from common.kerberos.keytab import decode_keytab
     from common.messages.restriction import find_restriction
     from common.messages.ticket import decode_enc_ticket_part, decode_ticket
 
@@ -277,7 +277,7 @@ class _EvilKdc:
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
-        from common.framing import RecordBuffer, encode_record
+        from common.kerberos.tcp_framing import RecordBuffer, encode_record
         from tests.e2e.test_kdc_mit_kinit import _exchange_tcp
 
         while True:
@@ -347,7 +347,7 @@ def test_self_issued_with_delivered_key(lab):
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
     from common.messages.cms import decode_signed_data, encode_spki
-    from common.selfcert import decode_profile
+    from common.pki.selfcert import decode_profile
 
     tmp_path, kdc = lab
     device = tmp_path / "device"

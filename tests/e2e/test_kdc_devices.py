@@ -12,14 +12,14 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 
-from common.ccache import decode_ccache
-from common.certs import build_ca, issue_device_certificate, phone_id
 from common.codes import KeyUsage
 from common.crypto import Key
-from common.keytab import decode_keytab
+from common.kerberos.ccache import decode_ccache
+from common.kerberos.keytab import decode_keytab
 from common.messages.restriction import find_restriction
 from common.messages.ticket import decode_enc_ticket_part, decode_ticket
-from telekey.files import write_private_key
+from common.pki.certs import build_ca, issue_device_certificate, phone_id
+from runtime.key_files import write_private_key
 from telekey.kdc_process import start_kdc, telekey_cmd, write_kdc_config
 from telekey.mit_realm import require_tool
 

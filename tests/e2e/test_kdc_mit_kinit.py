@@ -127,7 +127,7 @@ def test_mit_kvno_gets_backup_controller_ticket_through_tgs(kdc, tmp_path):
 
 def test_mit_kinit_with_a_controller_keytab_uses_encrypted_timestamp(kdc, tmp_path):
     """A controller logs in with its keytab (PA-ENC-TIMESTAMP), as `kinit -k` does: the
-    ticket for a peer controller that the controller-to-controller link uses (issue #6)."""
+    ticket for a peer controller that the controller-to-controller link uses."""
     db = f"sqlite:///{kdc.log_path.parent}/kdc.db"
     telekey_cmd("principal", "add", "sigctl/sc2.example.test", "--random-key", "--db", db)
     keytab = tmp_path / "sc1.keytab"
@@ -183,7 +183,7 @@ def test_udp_answers_and_drops_garbage(kdc):
 def test_tcp_oversized_record_gets_field_toolong(kdc):
     import socket
 
-    from common.framing import RecordBuffer
+    from common.kerberos.tcp_framing import RecordBuffer
     from common.messages.krb_error import decode_krb_error
 
     with socket.create_connection(("127.0.0.1", kdc.port), timeout=5) as sock:
@@ -204,7 +204,7 @@ def test_tcp_idle_timeout_and_connection_bound(kdc):
     import socket
     import time
 
-    from common.framing import RecordBuffer, encode_record
+    from common.kerberos.tcp_framing import RecordBuffer, encode_record
     from common.messages.krb_error import decode_krb_error
 
     def request(sock: socket.socket) -> int:
@@ -233,7 +233,7 @@ def test_tcp_idle_timeout_and_connection_bound(kdc):
 def _exchange_tcp(port: int, data: bytes) -> bytes:
     import socket
 
-    from common.framing import RecordBuffer, encode_record
+    from common.kerberos.tcp_framing import RecordBuffer, encode_record
 
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(encode_record(data))
@@ -281,8 +281,8 @@ def test_bad_requests_get_their_codes_and_kdc_keeps_serving(kdc):
     clock moved) against the running daemon; after each, a valid login still succeeds."""
     from datetime import UTC
 
+    from common.kerberos.pkinit_client import process_pkinit_as_rep
     from common.messages.krb_error import decode_krb_error
-    from common.pkinit_client import process_pkinit_as_rep
     from tests.pkinit_cases import CASES, pem, request
 
     telekey_cmd("principal", "add", "phone2", "--db", f"sqlite:///{kdc.log_path.parent}/kdc.db")

@@ -10,11 +10,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from common.certs import issue_client_certificate
 from common.crypto.cms import file_signer
+from common.kerberos.pkinit_client import build_pkinit_as_req, krbtgt, process_pkinit_as_rep
 from common.messages.krb_error import decode_krb_error
 from common.messages.types import PrincipalName
-from common.pkinit_client import build_pkinit_as_req, krbtgt, process_pkinit_as_rep
+from common.pki.certs import issue_client_certificate
 from telekey.kdc_process import start_kdc, telekey_cmd
 from telekey.mit_realm import require_tool
 from tests.e2e.test_kdc_mit_kinit import _exchange_tcp

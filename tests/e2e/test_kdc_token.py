@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, load_pem_priv
 from pyasn1.codec.der import decoder
 from pyasn1_modules import rfc3447
 
-from common.certs import issue_kdc_certificate
+from common.pki.certs import issue_kdc_certificate
 from telekey.kdc_process import start_kdc, telekey_cmd, write_kdc_config
 from telekey.mit_realm import require_tool
 

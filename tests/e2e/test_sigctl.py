@@ -1,4 +1,4 @@
-"""The signaling controller end to end on loopback (issue #5): our KDC, our controller, two
+"""The signaling controller end to end on loopback: our KDC, our controller, two
 devices with SoftHSM tokens — PKINIT, AP exchange, echo through ESP both ways; kill -9 of the
 controller and every device back on a working SA without a new PKINIT."""
 

@@ -1,5 +1,5 @@
 """An AP-REQ made by MIT Kerberos is accepted by our controller with a keytab MIT's kadmin
-exported (issue #5): MIT kinit gets a TGT from MIT krb5kdc, MIT's libkrb5 (`krb5_mk_req`)
+exported: MIT kinit gets a TGT from MIT krb5kdc, MIT's libkrb5 (`krb5_mk_req`)
 builds the AP-REQ for sigctl/sc1.interop.test with its checksum over our pktc parameters, and
 our controller answers an AP Reply whose sub-key MIT's session key opens."""
 
@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from common import pktc
-from common.ccache import decode_ccache
 from common.codes import KeyUsage
 from common.crypto import Key
+from common.kerberos.ccache import decode_ccache
 from common.messages.ap_rep import decode_ap_rep, decode_enc_ap_rep_part
+from common.pktc import km_framing as pktc
 from telekey.mit_realm import free_port, require_tool, start_mit_realm
 from telekey.service_process import start_service
 

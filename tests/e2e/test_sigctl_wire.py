@@ -1,4 +1,4 @@
-"""The controller's traffic as independent tools see it, and bad input on the wire (issue #5):
+"""The controller's traffic as independent tools see it, and bad input on the wire:
 tshark decodes every key-management message (pktc) with no Malformed item, decrypts the ticket,
 authenticator and AP-REP with the controller keytab, and — given the SA keys — decrypts the ESP
 packets (ICV verified by Wireshark) down to the inner UDP datagram; malformed, forged, expired
@@ -10,13 +10,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from common import esp, pktc
 from common.crypto import Key
-from common.keytab import decode_keytab
-from common.km_client import KeyManagementClient
+from common.kerberos.keytab import decode_keytab
+from common.kerberos.tickets import KeyEntry, issue_ticket
 from common.messages.krb_error import decode_krb_error
 from common.messages.types import PrincipalName
-from common.tickets import KeyEntry, issue_ticket
+from common.pktc import esp
+from common.pktc import km_framing as pktc
+from common.pktc.km_client import KeyManagementClient
 from telekey.loopback import REALM, Capture, Lab, decode_capture, events, manage, wait_for
 
 pytestmark = pytest.mark.e2e

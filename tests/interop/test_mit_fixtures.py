@@ -10,7 +10,7 @@ import pytest
 
 from common.codes import KeyUsage, PaDataType, TypedDataType
 from common.crypto import Key
-from common.keytab import decode_keytab, encode_keytab, find_key
+from common.kerberos.keytab import decode_keytab, encode_keytab, find_key
 from common.messages.ap_rep import decode_ap_rep, decode_enc_ap_rep_part, encode_ap_rep
 from common.messages.ap_req import decode_ap_req, decode_authenticator, encode_ap_req
 from common.messages.cms import (

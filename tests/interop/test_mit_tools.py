@@ -7,10 +7,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from common.ccache import CcachePrincipal, Credential, CredentialCache, decode_ccache, encode_ccache
 from common.codes import KeyUsage, NameType, TicketFlags
 from common.crypto import Key
-from common.keytab import KeytabEntry, decode_keytab, encode_keytab
+from common.kerberos.ccache import (
+    CcachePrincipal,
+    Credential,
+    CredentialCache,
+    decode_ccache,
+    encode_ccache,
+)
+from common.kerberos.keytab import KeytabEntry, decode_keytab, encode_keytab
 from common.messages.ap_req import decode_ap_req
 from common.messages.ticket import decode_enc_ticket_part, decode_ticket, encode_ticket
 from telekey.mit_realm import REALM, make_client_config, require_tool, start_mit_realm

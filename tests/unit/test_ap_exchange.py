@@ -7,19 +7,19 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from common.ap_exchange import (
+from common.crypto import Key
+from common.errors import KerberosError
+from common.kerberos.ap_exchange import (
     KeytabKeys,
     accept_ap_req,
     build_ap_rep,
     build_ap_req,
     process_ap_rep,
 )
-from common.crypto import Key
-from common.errors import KerberosError
-from common.keytab import decode_keytab
+from common.kerberos.keytab import decode_keytab
+from common.kerberos.replay import ReplayCache
+from common.kerberos.tickets import KeyEntry, issue_ticket
 from common.messages.types import PrincipalName
-from common.replay import ReplayCache
-from common.tickets import KeyEntry, issue_ticket
 from tests.conftest import MIT_FIXTURES
 
 SKEW = timedelta(minutes=5)

@@ -1,6 +1,6 @@
-"""common.as_exchange with MIT's own PKINIT AS-REQ (kinit 1.20, DH group 14, RFC 8636 KDFs),
-processed at the time it was made: the reply is well formed, signed by the KDC certificate, and
-its ticket carries the client named in the certificate."""
+"""common.kerberos.as_exchange with MIT's own PKINIT AS-REQ (kinit 1.20, DH group 14,
+RFC 8636 KDFs), processed at the time it was made: the reply is well formed, signed by the KDC
+certificate, and its ticket carries the client named in the certificate."""
 
 from datetime import timedelta
 
@@ -8,11 +8,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from common.as_exchange import AsPolicy, handle_as_req, krbtgt_name
 from common.codes import ErrorCode, KeyUsage, PaDataType, TicketFlags
 from common.crypto import Key
 from common.crypto.cms import file_signer, signer_certificate, verify_signed_data
 from common.errors import KerberosError
+from common.kerberos.as_exchange import AsPolicy, handle_as_req, krbtgt_name
+from common.kerberos.tickets import KeyEntry, PrincipalEntry
 from common.messages.cms import decode_signed_data
 from common.messages.kdc_rep import decode_as_rep
 from common.messages.kdc_req import KdcReq, decode_as_req, encode_as_req
@@ -25,7 +26,6 @@ from common.messages.pkinit import (
 )
 from common.messages.ticket import decode_enc_ticket_part
 from common.messages.types import find_padata
-from common.tickets import KeyEntry, PrincipalEntry
 from tests.conftest import MIT_FIXTURES
 
 REALM = "EXAMPLE.TEST"

@@ -7,7 +7,8 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common import call_keys, escrow, sip
+from common.calls import escrow, sip
+from common.calls import keys as call_keys
 from common.crypto import Key
 from common.errors import IntegrityError
 
@@ -101,7 +102,7 @@ def test_escrow_seal_and_open():
 
 
 def test_invite_admission():
-    from common.call_admission import admit_invite
+    from common.calls.admission import admit_invite
     from common.messages.restriction import DeviceRestriction
 
     def invite(uri):

@@ -5,13 +5,14 @@ acknowledgements, restriction, malformed SIP, wrong ACK hashes, CANCEL, BYE."""
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from common import esp, sip
-from common.call_control import CallControl, Leg, decode_call_key
-from common.call_keys import ack_hash
-from common.escrow import open_sealed, seal
+from common.calls import sip
+from common.calls.control import CallControl, Leg, decode_call_key
+from common.calls.escrow import open_sealed, seal
+from common.calls.keys import ack_hash
+from common.calls.sdp import MediaDescription
+from common.calls.user_agent import UserAgent
 from common.messages.restriction import DeviceRestriction
-from common.sdp import MediaDescription
-from common.user_agent import UserAgent
+from common.pktc import esp
 
 REALM = "LAB.TEST"
 A, B, C = "cta/00000000000a", "cta/00000000000b", "cta/00000000000c"

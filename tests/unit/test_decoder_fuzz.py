@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import common.messages
-from common.ccache import decode_ccache
 from common.errors import MalformedMessage
-from common.keytab import decode_keytab
+from common.kerberos.ccache import decode_ccache
+from common.kerberos.keytab import decode_keytab
 from tests.conftest import MIT_FIXTURES, fuzz_examples
 from tests.strategies import mutated
 

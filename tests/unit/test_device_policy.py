@@ -1,4 +1,4 @@
-"""Seed 001's certificate rules in the AS exchange (common/device_policy.py): factory
+"""Seed 001's certificate rules in the AS exchange (common/pki/device_policy.py): factory
 certificates bind by MAC and get the unprovisioned restriction; self-issued chains are
 accepted; operator device certificates need an active customer; CRLs are honoured."""
 
@@ -9,19 +9,19 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from common.as_exchange import AsPolicy, PkinitState, handle_as_req
-from common.certs import build_ca, issue_device_certificate, phone_id
 from common.codes import KeyUsage
 from common.crypto import Key
 from common.crypto.cms import file_signer
-from common.device_policy import Customer
 from common.errors import KerberosError
+from common.kerberos.as_exchange import AsPolicy, PkinitState, handle_as_req
+from common.kerberos.pkinit_client import PkinitOptions, build_pkinit_as_req, krbtgt
+from common.kerberos.tickets import KeyEntry, PrincipalEntry
 from common.messages.kdc_rep import decode_as_rep
 from common.messages.restriction import STATE_UNPROVISIONED, find_restriction
 from common.messages.ticket import decode_enc_ticket_part
 from common.messages.types import PrincipalName
-from common.pkinit_client import PkinitOptions, build_pkinit_as_req, krbtgt
-from common.tickets import KeyEntry, PrincipalEntry
+from common.pki.certs import build_ca, issue_device_certificate, phone_id
+from common.pki.device_policy import Customer
 from tests.pkinit_cases import signer
 
 REALM = "EXAMPLE.TEST"

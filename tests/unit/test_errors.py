@@ -59,7 +59,7 @@ def test_bug_becomes_generic_internal():
 def test_error_replies_are_the_codecs_bytes(microsecond, vague):
     """ErrorReplies splices the time into an error encoded once: the bytes must be exactly the
     codec's, for every length of susec's DER INTEGER and a long e-data (long-form lengths)."""
-    from common.as_exchange import PreauthRequired
+    from common.kerberos.as_exchange import PreauthRequired
     from common.messages.krb_error import ErrorReplies
 
     replies = ErrorReplies("EXAMPLE.TEST", KRBTGT, vague_errors=vague)

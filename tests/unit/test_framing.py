@@ -1,4 +1,4 @@
-"""RFC 4120 §7.2.2 TCP record marking (common.framing)."""
+"""RFC 4120 §7.2.2 TCP record marking (common.kerberos.tcp_framing)."""
 
 import pytest
 from hypothesis import given
@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 
 from common.codes import ErrorCode
 from common.errors import FieldTooLong
-from common.framing import RecordBuffer, encode_record
+from common.kerberos.tcp_framing import RecordBuffer, encode_record
 
 
 def test_encode_record_prefixes_big_endian_length():

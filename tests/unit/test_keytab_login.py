@@ -1,5 +1,6 @@
 """Encrypted-timestamp pre-authentication (RFC 4120 §5.2.7.2) for principals with keys — the
-controller-to-controller link's ticket: common.keytab_login against common.as_exchange."""
+controller-to-controller link's ticket: common.kerberos.keytab_login against
+common.kerberos.as_exchange."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -7,19 +8,19 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from common.as_exchange import AsPolicy, handle_as_req
 from common.codes import ErrorCode, KeyUsage, PaDataType, TicketFlags
 from common.crypto import Key
 from common.crypto.cms import file_signer
 from common.errors import KerberosError
-from common.keytab_login import build_keytab_as_req, process_keytab_as_rep
+from common.kerberos.as_exchange import AsPolicy, handle_as_req
+from common.kerberos.keytab_login import build_keytab_as_req, process_keytab_as_rep
+from common.kerberos.replay import ReplayCache
+from common.kerberos.tickets import KeyEntry, PrincipalEntry
 from common.messages.kdc_req import decode_as_req, encode_as_req
 from common.messages.krb_error import decode_method_data
 from common.messages.padata import decode_etype_info2
 from common.messages.ticket import decode_enc_ticket_part
 from common.messages.types import find_padata
-from common.replay import ReplayCache
-from common.tickets import KeyEntry, PrincipalEntry
 from tests.conftest import MIT_FIXTURES
 
 REALM = "EXAMPLE.TEST"

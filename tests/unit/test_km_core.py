@@ -6,14 +6,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from common import esp, pktc
 from common.crypto import Key
 from common.errors import KerberosError
-from common.km_client import KeyManagementClient
-from common.km_server import KeyManagementServer
+from common.kerberos.tickets import KeyEntry, issue_ticket
 from common.messages.restriction import DeviceRestriction, restriction_authorization_data
 from common.messages.types import PrincipalName
-from common.tickets import KeyEntry, issue_ticket
+from common.pktc import esp
+from common.pktc import km_framing as pktc
+from common.pktc.km_client import KeyManagementClient
+from common.pktc.km_server import KeyManagementServer
 
 REALM = "LAB.TEST"
 DEVICE = ("127.0.0.1", 40000)

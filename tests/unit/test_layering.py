@@ -1,38 +1,80 @@
-"""STYLE §1: common/ imports no asyncio, no sockets, no settings and no daemon package."""
+"""STYLE §1: the import directions that keep the layout legible, checked by walking every import
+of every module (at module level and inside functions):
+- `common/` imports no asyncio, no sockets, no settings, no `runtime`, no daemon, no `telekey`;
+- `runtime/` imports no daemon and not `telekey`;
+- a daemon imports no other daemon and not `telekey`;
+- nothing but `telekey/` itself imports `telekey`."""
 
 import ast
 from pathlib import Path
 
-COMMON = Path(__file__).resolve().parents[2] / "common"
-FORBIDDEN = {"asyncio", "socket", "socketserver", "selectors", "ssl", "uvloop", "asyncio_dgram",
-             "pydantic_settings", "kdc", "sigctl", "cta", "keyserver", "provisioning", "telekey",
-             "subprocess", "threading"}
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMON = ROOT / "common"
+DAEMONS = {"kdc", "sigctl", "cta", "keyserver", "provisioning"}
+IO = {"asyncio", "socket", "socketserver", "selectors", "ssl", "uvloop", "asyncio_dgram",
+      "pydantic_settings", "subprocess", "threading"}
+FORBIDDEN = {
+    "common": IO | DAEMONS | {"runtime", "telekey"},
+    "runtime": DAEMONS | {"telekey"},
+    **{daemon: (DAEMONS - {daemon}) | {"telekey"} for daemon in DAEMONS},
+}
+# The packages whose imports are checked, with what each may not import (tests and bench may
+# import anything).
+PACKAGES = sorted(FORBIDDEN)
 
 
 def _imports(path: Path) -> set[str]:
+    """The top-level names of every module `path` imports. A relative import is reported as
+    "." so that no import escapes the check."""
     tree = ast.parse(path.read_text(), filename=str(path))
     names = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") == "__import__":
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                names.add(".")
+            elif node.module:
+                names.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Call) and getattr(node.func, "id", "") in (
+                "__import__", "import_module"):
             names.add("__import__")
     return names
+
+
+def _offenders(package: str) -> dict[str, list[str]]:
+    offenders = {}
+    for path in sorted((ROOT / package).rglob("*.py")):
+        bad = _imports(path) & (FORBIDDEN[package] | {"__import__", "."})
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = sorted(bad)
+    return offenders
 
 
 def test_common_has_modules():
     assert len(list(COMMON.rglob("*.py"))) > 20
 
 
-def test_common_imports_no_io_settings_or_daemons():
-    offenders = {}
-    for path in COMMON.rglob("*.py"):
-        bad = _imports(path) & (FORBIDDEN | {"__import__"})
-        if bad:
-            offenders[str(path.relative_to(COMMON))] = sorted(bad)
-    assert offenders == {}
+@pytest.mark.parametrize("package", PACKAGES)
+def test_imports_go_one_way(package):
+    assert (ROOT / package / "__init__.py").exists()
+    assert _offenders(package) == {}
+
+
+def test_only_telekey_imports_telekey():
+    offenders = [str(path.relative_to(ROOT)) for package in PACKAGES
+                 for path in (ROOT / package).rglob("*.py") if "telekey" in _imports(path)]
+    assert offenders == []
+
+
+def test_every_common_subpackage_says_what_it_holds():
+    """Each protocol area's docstring names what it holds and the RFCs or seeds it implements."""
+    for init in COMMON.rglob("__init__.py"):
+        doc = ast.get_docstring(ast.parse(init.read_text())) or ""
+        assert len(doc) > 80, init
+        assert "RFC" in doc or "seed" in doc, init
 
 
 def test_common_never_opens_files():
@@ -46,5 +88,8 @@ def test_common_never_opens_files():
 
 def test_the_check_catches_an_offender(tmp_path):
     bad = tmp_path / "bad.py"
-    bad.write_text("import asyncio\nfrom kdc.server import x\n")
-    assert _imports(bad) & FORBIDDEN == {"asyncio", "kdc"}
+    bad.write_text("import asyncio\nfrom kdc.server import x\n"
+                   "def f():\n    from telekey.cli import app\n    from . import sibling\n")
+    assert _imports(bad) & FORBIDDEN["common"] == {"asyncio", "kdc", "telekey"}
+    assert _imports(bad) & FORBIDDEN["sigctl"] == {"kdc", "telekey"}
+    assert "." in _imports(bad)

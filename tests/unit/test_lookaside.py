@@ -1,7 +1,7 @@
 """The lookaside cache: same request bytes → same reply within the window, then forgotten;
 bounded by dropping the oldest entry."""
 
-from common.lookaside import Lookaside
+from common.kerberos.lookaside import Lookaside
 
 
 def test_remembers_within_window_and_forgets_after():

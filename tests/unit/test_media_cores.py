@@ -1,5 +1,6 @@
-"""RTP header and G.711 µ-law (common/rtp.py), SDP (common/sdp.py) and the call-control and
-user-agent cores under fuzzing: known answers, typed errors, nothing else escapes."""
+"""RTP header and G.711 µ-law (common/calls/rtp.py), SDP (common/calls/sdp.py) and the
+call-control and user-agent cores under fuzzing: known answers, typed errors, nothing else
+escapes."""
 
 from array import array
 
@@ -7,12 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from common.call_control import CallControl
+from common.calls.control import CallControl
+from common.calls.rtp import RtpPacket, decode_rtp, encode_rtp, ulaw_decode, ulaw_encode
+from common.calls.sdp import MediaDescription, encode_sdp, parse_sdp
+from common.calls.sip import SipError
+from common.calls.user_agent import UserAgent
 from common.errors import MalformedMessage
-from common.rtp import RtpPacket, decode_rtp, encode_rtp, ulaw_decode, ulaw_encode
-from common.sdp import MediaDescription, encode_sdp, parse_sdp
-from common.sip import SipError
-from common.user_agent import UserAgent
 
 # G.711 µ-law known answers (ITU-T G.711 reference g711.c; the same as Python's audioop).
 ULAW = [(0, 0xFF), (1, 0xFF), (-1, 0x7E), (100, 0xF2), (-100, 0x72), (1000, 0xCE),
@@ -98,7 +99,7 @@ def test_controller_and_user_agent_take_any_bytes(data):
 
 @pytest.mark.parametrize("profile", ["AES_CM_128_HMAC_SHA1_80", "AEAD_AES_128_GCM"])
 def test_srtp_profiles_round_trip_through_libsrtp_and_hide_the_payload(profile):
-    from common.call_keys import CallKey, srtp_keys
+    from common.calls.keys import CallKey, srtp_keys
     from common.crypto import Key
     from cta.media import srtp_session
 

@@ -1,4 +1,4 @@
-"""common.pki against the MIT test CA: chains, validity, EKU and id-pkinit-san."""
+"""common.pki.chain against the MIT test CA: chains, validity, EKU and id-pkinit-san."""
 
 from datetime import UTC, datetime, timedelta
 
@@ -8,7 +8,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from common.codes import ErrorCode
-from common.pki import (
+from common.pki.chain import (
     CantVerifyCertificate,
     InconsistentKeyPurpose,
     InvalidCertificate,

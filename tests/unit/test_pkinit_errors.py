@@ -8,15 +8,15 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from common.as_exchange import AsPolicy, handle_as_req
 from common.crypto import Key
 from common.errors import KerberosError
+from common.kerberos.as_exchange import AsPolicy, handle_as_req
+from common.kerberos.pkinit_client import process_pkinit_as_rep
+from common.kerberos.replay import ReplayCache
+from common.kerberos.tickets import KeyEntry, PrincipalEntry
 from common.messages.krb_error import decode_typed_data
 from common.messages.pkinit import decode_domain_parameters, decode_td_dh_parameters
 from common.messages.ticket import decode_enc_ticket_part
-from common.pkinit_client import process_pkinit_as_rep
-from common.replay import ReplayCache
-from common.tickets import KeyEntry, PrincipalEntry
 from tests.conftest import MIT_FIXTURES
 from tests.pkinit_cases import CASES, EXPIRED, REALM, other_ca, pem, request, signer
 
@@ -112,7 +112,7 @@ def test_kdc_reply_checked_by_client():
 def test_dh_key_reuse_within_window_and_expiration_sent():
     from datetime import timedelta
 
-    from common.as_exchange import PkinitState
+    from common.kerberos.as_exchange import PkinitState
     from common.messages.cms import decode_signed_data
     from common.messages.kdc_rep import decode_as_rep
     from common.messages.pkinit import decode_kdc_dh_key_info, decode_pa_pk_as_rep
@@ -140,7 +140,7 @@ def test_dh_key_reuse_within_window_and_expiration_sent():
 
 
 def test_thumbprint_cache_remembers_chain_until_invalidated():
-    from common.as_exchange import PkinitState
+    from common.kerberos.as_exchange import PkinitState
 
     state = PkinitState()
     now = datetime.now(UTC)
@@ -161,7 +161,7 @@ def test_thumbprint_cache_remembers_chain_until_invalidated():
 def test_freshness_token_round_trip_and_expiry():
     from datetime import timedelta
 
-    from common.as_exchange import make_freshness_token
+    from common.kerberos.as_exchange import make_freshness_token
     from common.messages.kdc_req import KdcReq, decode_as_req, encode_as_req
     from common.messages.krb_error import decode_method_data
 
@@ -186,9 +186,9 @@ def test_freshness_token_round_trip_and_expiry():
 def test_controller_tickets_last_seven_days_by_default():
     from datetime import timedelta
 
+    from common.kerberos.pkinit_client import build_pkinit_as_req
     from common.messages.kdc_rep import decode_as_rep
     from common.messages.types import PrincipalName
-    from common.pkinit_client import build_pkinit_as_req
     from tests.pkinit_cases import signer as client_signer
 
     store = Principals(PRINCIPALS)

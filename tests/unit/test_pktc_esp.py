@@ -9,9 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from common import esp, pktc
 from common.crypto import Key
 from common.errors import IntegrityError, KerberosError, MalformedMessage
+from common.pktc import esp
+from common.pktc import km_framing as pktc
 from tests.conftest import MIT_FIXTURES
 
 AP_REQ = (MIT_FIXTURES / "apreq_sc1.der").read_bytes()

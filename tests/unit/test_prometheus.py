@@ -1,11 +1,11 @@
-"""telekey.prometheus: `child`, the labelled child of a metric, looked up once, counting into
+"""runtime.prometheus: `child`, the labelled child of a metric, looked up once, counting into
 the same series as labels() does; `Counts` and `Durations`, plain numbers read back through
 Prometheus's own text format and parser, as a scrape sees them."""
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from telekey.prometheus import Counts, Durations, child
+from runtime.prometheus import Counts, Durations, child
 
 
 def test_child_is_the_labelled_series():

@@ -1,4 +1,4 @@
-from common.rate_limit import RateLimiter
+from common.kerberos.rate_limit import RateLimiter
 
 
 def test_burst_then_rate_per_source():

@@ -1,8 +1,8 @@
 from datetime import UTC, datetime, timedelta
 
+from common.kerberos.renewal import clock_offset, renewal_due
 from common.messages.krb_error import KrbError
 from common.messages.types import PrincipalName
-from common.renewal import clock_offset, renewal_due
 
 END = datetime(2026, 12, 8, 12, 0, tzinfo=UTC)
 

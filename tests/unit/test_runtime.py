@@ -1,4 +1,4 @@
-"""settle_heap (telekey/runtime.py): start-up objects frozen, collections rarer, the heap on
+"""settle_heap (runtime/process.py): start-up objects frozen, collections rarer, the heap on
 huge pages. Run in a child interpreter, since it changes the whole process."""
 
 import json
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from telekey.runtime import GC_THRESHOLDS
+from runtime.process import GC_THRESHOLDS
 
 
 def test_settle_heap_freezes_and_raises_the_thresholds():
-    code = ("import gc, json; from telekey.runtime import settle_heap; "
+    code = ("import gc, json; from runtime.process import settle_heap; "
             "before = gc.get_threshold(); settle_heap(); "
             "print(json.dumps([before, gc.get_threshold(), gc.get_freeze_count()]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -28,8 +28,8 @@ def test_huge_pages_back_the_heap_where_the_kernel_offers_them():
     """With transparent huge pages in "madvise" (or "always") mode and MADV_COLLAPSE (Linux
     6.1+), the start-up heap ends up on 2 MiB pages; elsewhere the kernel refuses and
     huge_pages() changes nothing."""
-    code = ("import json; from telekey.runtime import huge_pages; "
-            "import common.as_exchange, kdc.server; advised = huge_pages(); "
+    code = ("import json; from runtime.process import huge_pages; "
+            "import common.kerberos.as_exchange, kdc.server; advised = huge_pages(); "
             "huge = [int(line.split()[1]) for line in open('/proc/self/smaps_rollup') "
             "if line.startswith('AnonHugePages')]; print(json.dumps([advised, huge[0]]))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -8,6 +8,10 @@ import pytest
 
 from common.crypto import Key
 from common.errors import KerberosError
+from common.kerberos.replay import ReplayCache
+from common.kerberos.tgs_client import build_tgs_req, process_tgs_rep
+from common.kerberos.tgs_exchange import handle_tgs_req
+from common.kerberos.tickets import KeyEntry, PrincipalEntry, issue_ticket
 from common.messages.kdc_req import decode_tgs_req, encode_tgs_req
 from common.messages.restriction import (
     DeviceRestriction,
@@ -16,10 +20,6 @@ from common.messages.restriction import (
 )
 from common.messages.ticket import decode_enc_ticket_part
 from common.messages.types import PrincipalName
-from common.replay import ReplayCache
-from common.tgs_client import build_tgs_req, process_tgs_rep
-from common.tgs_exchange import handle_tgs_req
-from common.tickets import KeyEntry, PrincipalEntry, issue_ticket
 
 REALM = "LAB.TEST"
 CNAME = PrincipalName(1, ("cta", "001a2b3c4d5e"))

@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from common.ap_exchange import accept_ap_req, build_ap_req
 from common.crypto import Key
 from common.errors import IntegrityError, KerberosError
+from common.kerberos.ap_exchange import accept_ap_req, build_ap_req
+from common.kerberos.replay import ReplayCache
+from common.kerberos.ticket_cache import TicketCache, open_ticket
+from common.kerberos.tickets import KeyEntry, issue_ticket
 from common.messages.types import EncryptedData, PrincipalName
-from common.replay import ReplayCache
-from common.ticket_cache import TicketCache, open_ticket
-from common.tickets import KeyEntry, issue_ticket
 
 SKEW = timedelta(minutes=5)
 CNAME = PrincipalName(1, ("cta", "001a2b3c4d5e"))

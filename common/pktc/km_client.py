@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from common import esp, pktc
-from common.ap_exchange import ApRequest, build_ap_req, process_ap_rep
 from common.crypto import Key
 from common.errors import MalformedMessage
+from common.kerberos.ap_exchange import ApRequest, build_ap_req, process_ap_rep
 from common.messages.krb_error import KrbError, decode_krb_error
 from common.messages.ticket import Ticket
 from common.messages.types import PrincipalName
+from common.pktc import esp, km_framing
 
 DEFAULT_SUITES = (esp.AES_GCM_16, esp.AES_CBC_SHA1, esp.DES3_CBC_SHA1)
 
@@ -74,42 +74,43 @@ class KeyManagementClient:
                    reestablish: bool = False) -> bytes:
         spi = secrets.randbelow(0xFFFFFF00) + 256
         suites = tuple(s.pktc for s in self.suites)
-        binding = pktc.ap_request_binding(server_nonce, spi, suites, reestablish)
+        binding = km_framing.ap_request_binding(server_nonce, spi, suites, reestablish)
         request = build_ap_req(ticket=self.ticket, session_key=self.session_key,
                                cname=self.cname, crealm=self.crealm, now=now, binding=binding,
                                random=self.random)
-        data = pktc.encode_ap_request(request.data, server_nonce, spi, suites, reestablish,
-                                      pktc.hmac_key(self.session_key))
+        data = km_framing.encode_ap_request(request.data, server_nonce, spi, suites, reestablish,
+                                      km_framing.hmac_key(self.session_key))
         self.pending = Pending(spi, request)
         return data
 
     def receive(self, data: bytes, mono: float) -> Event:
         """Raises MalformedMessage/KerberosError for what must be ignored; the daemon logs."""
-        framed = pktc.decode(data)
+        framed = km_framing.decode(data)
         message = framed.message
-        if isinstance(message, pktc.ApReplyMsg):
+        if isinstance(message, km_framing.ApReplyMsg):
             return self._ap_reply(framed, message, mono)
-        if isinstance(message, pktc.WakeUp):
+        if isinstance(message, km_framing.WakeUp):
             return Event("wake_up", server_nonce=message.server_nonce,
                          detail=message.server_principal)
-        if isinstance(message, pktc.Rekey):
+        if isinstance(message, km_framing.Rekey):
             if self.sa is None:
                 raise MalformedMessage("REKEY_WITHOUT_SA")
-            pktc.verify_hmac(framed, self.sa.hmac_key)
+            km_framing.verify_hmac(framed, self.sa.hmac_key)
             return Event("rekey", server_nonce=message.server_nonce)
-        if isinstance(message, pktc.ErrorReply):
+        if isinstance(message, km_framing.ErrorReply):
             return Event("error", error=decode_krb_error(message.krb_error))
         return Event("ignored", detail=type(message).__name__)
 
-    def _ap_reply(self, framed: pktc.Framed, message: pktc.ApReplyMsg, mono: float) -> Event:
+    def _ap_reply(self, framed: km_framing.Framed, message: km_framing.ApReplyMsg,
+                  mono: float) -> Event:
         pending = self.pending
         if pending is None:
             raise MalformedMessage("UNSOLICITED_AP_REPLY")
         part = process_ap_rep(message.ap_rep, pending.request, self.session_key)
         assert part.subkey is not None  # process_ap_rep insists
         subkey = Key(part.subkey.keytype, part.subkey.keyvalue)
-        hmac_key = pktc.hmac_key(subkey)
-        pktc.verify_hmac(framed, hmac_key)
+        hmac_key = km_framing.hmac_key(subkey)
+        km_framing.verify_hmac(framed, hmac_key)
         suite = esp.SUITES.get(message.suite)
         if suite is None or suite not in self.suites:
             raise MalformedMessage("SUITE_NOT_OFFERED", str(message.suite))
@@ -119,5 +120,5 @@ class KeyManagementClient:
                            suite, message.lifetime_s, message.grace_s, mono, hmac_key,
                            keys_out, keys_in)
         self.pending = None
-        ack = pktc.encode_sec_param_recovered(hmac_key) if message.ack_required else None
+        ack = km_framing.encode_sec_param_recovered(hmac_key) if message.ack_required else None
         return Event("sa", sa=self.sa, ack=ack)

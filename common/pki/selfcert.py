@@ -38,7 +38,7 @@ from common.errors import KerberosError
 from common.messages.asn1 import selfcert as asn1
 from common.messages.base import asn1_type, codec
 from common.messages.cms import SubjectPublicKeyInfo, decode_signed_data, decode_spki
-from common.pki import verify_chain
+from common.pki.chain import verify_chain
 
 # UUID arc (X.667), as for the phone-ID extension: telekey has no enterprise number.
 ID_SELFCERT_PROFILE = "2.25.147685396830501606439889228675142073421.1"

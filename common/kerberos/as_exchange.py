@@ -4,7 +4,7 @@ RFC 8636). No I/O: bytes in, bytes out or a KerberosError, with time and randomn
 Steps, in the order errors are reported (table in docs/protocol.md §5): decode; realm and
 principals; PKINIT padata present (else PREAUTH_REQUIRED advertising PA-PK-AS-REQ and a
 freshness token); the signer's certificate chains to an operator or manufacturer anchor
-(70/71) and binds to the requested client by common/device_policy.py's rules (75, 77, 18,
+(70/71) and binds to the requested client by common/pki/device_policy.py's rules (75, 77, 18,
 72); the signature verifies (64); the PKAuthenticator's ctime is within the skew (37, with
 stime), its nonce is the request's, its paChecksum (and paChecksum2) hash the received
 KDC-REQ-BODY (79 when missing, 41 when wrong); the freshness token (24/90); no replay (34); the
@@ -49,16 +49,16 @@ from common.crypto.dh import generate_dh, generate_ecdh, identify_group, known_g
 from common.crypto.hmac_states import hmac_digest
 from common.crypto.keys import Key
 from common.crypto.pkinit_kdf import KDF_HASHES, octetstring2key, pkinit_kdf
-from common.device_policy import (
-    Binding,
-    ClientNameMismatch,
-    CustomerStore,
-    DevicePolicy,
-    certificate_binding,
-    check_customer,
-    verify_device_chain,
-)
 from common.errors import ClockSkew, KerberosError, MalformedMessage, ModifiedError
+from common.kerberos.replay import ReplayCache
+from common.kerberos.tickets import (
+    PrincipalEntry,
+    PrincipalUnknown,
+    ServerUnknown,
+    build_kdc_rep,
+    choose_enctype,
+    issue_ticket,
+)
 from common.messages.cms import AlgorithmIdentifier, SignedData, decode_signed_data
 from common.messages.kdc_rep import encode_as_rep
 from common.messages.kdc_req import KdcReq, KdcReqBody, decode_as_req, received_req_body
@@ -105,14 +105,14 @@ from common.messages.types import (
     TypedDataEntry,
     find_padata,
 )
-from common.replay import ReplayCache
-from common.tickets import (
-    PrincipalEntry,
-    PrincipalUnknown,
-    ServerUnknown,
-    build_kdc_rep,
-    choose_enctype,
-    issue_ticket,
+from common.pki.device_policy import (
+    Binding,
+    ClientNameMismatch,
+    CustomerStore,
+    DevicePolicy,
+    certificate_binding,
+    check_customer,
+    verify_device_chain,
 )
 
 DEVICE_PREFIX = "cta"  # device principals: cta/<12 hex digits of the MAC>
@@ -362,7 +362,7 @@ def _bind_client_certificate(signed: SignedData, cname: PrincipalName, policy: A
                              now: datetime, state: PkinitState | None,
                              customers: CustomerStore | None
                              ) -> tuple[x509.Certificate, Binding]:
-    """The signer's certificate and the principal it binds to (common/device_policy.py).
+    """The signer's certificate and the principal it binds to (common/pki/device_policy.py).
     Verified chains are cached by thumbprint until their earliest notAfter, with what they
     bind to; customer records are consulted on every request."""
     thumbprint = chain_thumbprint(signed)

@@ -6,7 +6,7 @@ the callee's controller) and to the caller, inside their ESP-protected signaling
 delivery is acknowledged with `ack_hash(K, s)`, which proves possession without revealing K.
 
 From K both devices derive:
-- device-to-device ESP keys: `common.esp.derive_sa_keys(K, suite, s, s + 1)` — the caller
+- device-to-device ESP keys: `common.pktc.esp.derive_sa_keys(K, suite, s, s + 1)` — the caller
   receives on s, the callee on s + 1 (caller = initiator);
 - SRTP master key and salt per direction: PRF+(K, "telekey srtp v1" | profile(1)), cut as
   caller→callee key | salt, then callee→caller key | salt. Profiles: 1 = AES_CM_128_HMAC_SHA1_80

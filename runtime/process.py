@@ -21,7 +21,7 @@ def run(main: Coroutine[Any, Any, Any]) -> Any:
 # default), and a full one after 100 of those. Reference counting frees almost everything a
 # request allocates; the collector only finds cycles, and at the default it ran every few
 # requests and walked everything that had survived since the last one: a controller holding
-# 100,000 SAs spent about a tenth of a restart storm's CPU there (README, controller figures).
+# 100,000 SAs spent about a tenth of a restart storm's CPU there (docs/performance.md).
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
@@ -44,8 +44,9 @@ def huge_pages() -> int:
     transparent huge pages need in their usual "madvise" mode), then MADV_COLLAPSE to turn
     the pages already there into huge ones now. A daemon answers each request after idling,
     with its caches and TLB cold, and a request touches objects all over that heap; on this
-    VM this took 5.7 ± 1.4% off the KDC's CPU per RSA PKINIT login (README). Returns the
-    bytes advised; a kernel without THP or MADV_COLLAPSE just refuses (nothing changes)."""
+    VM this took 5.7 ± 1.4% off the KDC's CPU per RSA PKINIT login (docs/performance.md).
+    Returns the bytes advised; a kernel without THP or MADV_COLLAPSE just refuses (nothing
+    changes)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
     advised = 0

@@ -9,8 +9,8 @@ neither homed here nor routed elsewhere is 404 Not Found. Addresses are
 import re
 from dataclasses import dataclass
 
+from common.calls.sip import SipMessage
 from common.messages.restriction import DeviceRestriction
-from common.sip import SipMessage
 
 ADDRESS = re.compile(r"^sips?:(\+?[0-9]{1,15})@([A-Za-z0-9.-]+)(;.*)?$")
 

@@ -4,11 +4,11 @@ daemon hands in datagrams with their source address and the time, and sends what
 State is the live SAs, the replay cache and the lookaside cache, all in memory: a restart
 costs each device one AP exchange (it learns of the restart from a Wake Up or silence).
 
-- AP Request → verify the AP-REQ (common/ap_exchange.py; the authenticator's keyed checksum
+- AP Request → verify the AP-REQ (common/kerberos/ap_exchange.py; the authenticator's keyed checksum
   covers the pktc parameters; a ticket seen before is not decrypted again,
-  common/ticket_cache.py), then the message HMAC with the ticket session key; choose the
+  common/kerberos/ticket_cache.py), then the message HMAC with the ticket session key; choose the
   first of the device's suites we support; a new random sub-key in the session key's enctype;
-  SA keys from it (common/esp.py); answer AP Reply. A Kerberos failure is answered with an
+  SA keys from it (common/pktc/esp.py); answer AP Reply. A Kerberos failure is answered with an
   Error Reply carrying the KRB-ERROR; bytes that are not a key-management message are dropped.
   A retransmitted AP Request (same bytes, same address) gets the same AP Reply (lookaside);
   the same bytes from another address are a replay (KRB_AP_ERR_REPEAT).
@@ -25,17 +25,22 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from common import esp, pktc
-from common.ap_exchange import KeyLookup, accept_ap_req, authenticator_fingerprint, build_ap_rep
 from common.codes import ErrorCode
 from common.crypto import Key
 from common.errors import KerberosError, MalformedMessage
-from common.lookaside import Lookaside
+from common.kerberos.ap_exchange import (
+    KeyLookup,
+    accept_ap_req,
+    authenticator_fingerprint,
+    build_ap_rep,
+)
+from common.kerberos.lookaside import Lookaside
+from common.kerberos.replay import ReplayCache
+from common.kerberos.ticket_cache import TicketCache
 from common.messages.krb_error import encode_krb_error, error_reply
 from common.messages.restriction import DeviceRestriction
 from common.messages.types import PrincipalName
-from common.replay import ReplayCache
-from common.ticket_cache import TicketCache
+from common.pktc import esp, km_framing
 
 Address = tuple[str, int]
 
@@ -93,7 +98,7 @@ class PreparedSa:
     peer: Address
     spi: int  # ours (inbound)
     device_spi: int
-    suite: pktc.Suite
+    suite: km_framing.Suite
     to_us: esp.DirectionKeys
     to_device: esp.DirectionKeys
     hmac_key: bytes
@@ -173,11 +178,11 @@ class KeyManagementServer:
         answered (PreparedSa, for `install`), or refused (an Exchange with the Error Reply);
         None for the other messages, which need the SAs (`receive_other`)."""
         try:
-            framed = pktc.decode(data)
+            framed = km_framing.decode(data)
         except MalformedMessage as exc:
             return Exchange("unknown", exc.status, None)
         message = framed.message
-        if not isinstance(message, pktc.ApRequestMsg):
+        if not isinstance(message, km_framing.ApRequestMsg):
             return None
         # A retransmission comes from the same address; the same bytes from elsewhere
         # are a replay and meet the replay cache (KRB_AP_ERR_REPEAT).
@@ -185,13 +190,13 @@ class KeyManagementServer:
         cached = self.lookaside.get(key, mono)
         if cached is not None:
             return Exchange("ap_request", "RETRANSMIT", cached)
-        binding = pktc.ap_request_binding(message.server_nonce, message.spi, message.suites,
+        binding = km_framing.ap_request_binding(message.server_nonce, message.spi, message.suites,
                                           message.reestablish)
         try:
             accepted = accept_ap_req(message.ap_req, keys=self.keys, now=now,
                                      max_skew=self.max_skew, replay=None, binding=binding,
                                      tickets=self.tickets)
-            pktc.verify_hmac(framed, pktc.hmac_key(accepted.session_key))
+            km_framing.verify_hmac(framed, km_framing.hmac_key(accepted.session_key))
             suite = next((esp.SUITES[s] for s in message.suites
                           if s in esp.SUITES and esp.SUITES[s] in self.suites), None)
             if suite is None:
@@ -206,9 +211,10 @@ class KeyManagementServer:
         ticket_left = int((accepted.ticket.endtime - now).total_seconds())
         lifetime = max(1, min(self.sa_lifetime_s, ticket_left))
         grace = min(self.grace_s, lifetime // 2)
-        hmac_key = pktc.hmac_key(subkey)
-        reply = pktc.encode_ap_reply(build_ap_rep(accepted, subkey), spi, suite.pktc, lifetime,
-                                     grace, message.reestablish, self.ack_required, hmac_key)
+        hmac_key = km_framing.hmac_key(subkey)
+        reply = km_framing.encode_ap_reply(build_ap_rep(accepted, subkey), spi, suite.pktc,
+                                           lifetime, grace, message.reestablish,
+                                           self.ack_required, hmac_key)
         self._issued[spi] = mono + lifetime
         return PreparedSa(key, authenticator_fingerprint(accepted.ap_req), accepted.client,
                           peer, spi, message.spi, suite.pktc, to_us, to_device, hmac_key,
@@ -251,14 +257,14 @@ class KeyManagementServer:
 
     def receive_other(self, data: bytes, peer: Address) -> Exchange:
         """Key-management messages other than AP Request (already framed correctly)."""
-        framed = pktc.decode(data)
+        framed = km_framing.decode(data)
         message = framed.message
-        if isinstance(message, pktc.SecParamRecovered):
+        if isinstance(message, km_framing.SecParamRecovered):
             sa = self.newest.get(peer)
             try:
                 if sa is None:
                     raise MalformedMessage("NO_SA_FOR_PEER")
-                pktc.verify_hmac(framed, sa.hmac_key)
+                km_framing.verify_hmac(framed, sa.hmac_key)
             except KerberosError as exc:
                 self.stats.exchange("spr_" + exc.status.lower())
                 return Exchange("sec_param_recovered", exc.status, None)
@@ -269,7 +275,7 @@ class KeyManagementServer:
         return Exchange(type(message).__name__, "UNEXPECTED", None)
 
     def _error(self, exc: KerberosError, now: datetime) -> bytes:
-        return pktc.encode_error_reply(encode_krb_error(error_reply(
+        return km_framing.encode_error_reply(encode_krb_error(error_reply(
             exc, realm=self.realm, sname=PrincipalName(2, tuple(self.principal.split("/"))),
             now=now)))
 
@@ -327,7 +333,7 @@ class KeyManagementServer:
         if len(self._wake_up_sent) > 100_000:
             self._wake_up_sent.clear()
         self.stats.wake_ups += 1
-        return pktc.encode_wake_up(secrets.randbits(32), f"{self.principal}@{self.realm}")
+        return km_framing.encode_wake_up(secrets.randbits(32), f"{self.principal}@{self.realm}")
 
     def seal(self, sa: ControllerSa, inner: bytes) -> bytes:
         return sa.outbound.seal(inner)
@@ -343,7 +349,7 @@ class KeyManagementServer:
             if sa.rekey_sent or mono >= sa.expires or self.newest.get(sa.peer) is not sa:
                 continue  # replaced, expired, or already sent
             sa.rekey_sent = True
-            due.append((sa, pktc.encode_rekey(
+            due.append((sa, km_framing.encode_rekey(
                 secrets.randbits(32), f"{self.principal}@{self.realm}", now,
                 sa.inbound.spi, tuple(s.pktc for s in self.suites), self.sa_lifetime_s,
                 self.grace_s, False, sa.hmac_key)))

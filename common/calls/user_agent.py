@@ -1,6 +1,6 @@
 """The device's side of a telekey call (seed 001), telekey profile v1. No I/O.
 
-Set-up goes through the device's controller (common/call_control.py); once both devices hold
+Set-up goes through the device's controller (common/calls/control.py); once both devices hold
 the call key, they speak directly over their own ESP SA and send SRTP media to each other.
 
 - `invite(number, media)` → INVITE with our SDP. The controller answers 100, then 180 and the
@@ -17,17 +17,18 @@ the call key, they speak directly over their own ESP SA and send SRTP media to e
   A BYE from the controller (key acknowledgement failed) ends the call.
 
 Call secrets: device-to-device ESP `derive_sa_keys(K, suite, s, s + 1)` (the caller receives
-on s, the callee on s + 1) and SRTP master keys per direction (common/call_keys.srtp_keys).
+on s, the callee on s + 1) and SRTP master keys per direction (common.calls.keys.srtp_keys).
 """
 
 import secrets
 from dataclasses import dataclass, field
 
-from common import esp, sip
-from common.call_control import decode_call_key
-from common.call_keys import CallKey, SrtpKeys, ack_hash, srtp_keys
-from common.sdp import MediaDescription, encode_sdp, parse_sdp
-from common.sip import SipError, SipMessage
+from common.calls import sip
+from common.calls.control import decode_call_key
+from common.calls.keys import CallKey, SrtpKeys, ack_hash, srtp_keys
+from common.calls.sdp import MediaDescription, encode_sdp, parse_sdp
+from common.calls.sip import SipError, SipMessage
+from common.pktc import esp
 
 
 @dataclass

@@ -22,7 +22,9 @@ from common.codes import ErrorCode, KeyUsage, MessageType
 from common.crypto import Key
 from common.crypto.rfc3961 import KC, KE, KI
 from common.errors import ClockSkew, KerberosError, MalformedMessage, ModifiedError
-from common.keytab import KeytabEntry
+from common.kerberos.keytab import KeytabEntry
+from common.kerberos.replay import ReplayCache
+from common.kerberos.ticket_cache import TicketCache, open_ticket
 from common.messages.ap_rep import (
     ApRep,
     EncApRepPart,
@@ -42,8 +44,6 @@ from common.messages.ap_req import (
 from common.messages.restriction import DeviceRestriction
 from common.messages.ticket import EncTicketPart, Ticket
 from common.messages.types import Checksum, EncryptedData, EncryptionKey, PrincipalName
-from common.replay import ReplayCache
-from common.ticket_cache import TicketCache, open_ticket
 
 GSS_CHECKSUM = 0x8003  # RFC 4121 §4.1.1
 MUTUAL_REQUIRED = 0x20000000  # ap-options bit 2
@@ -135,7 +135,7 @@ def accept_ap_req(data: bytes, *, keys: KeyLookup, now: datetime, max_skew: time
                   require_checksum: bool = False, for_ap_rep: bool = True,
                   tickets: TicketCache | None = None) -> Accepted:
     """Verify an AP-REQ (see the module text); `binding` is what a keyed authenticator
-    checksum must cover; `tickets` keeps opened tickets (common/ticket_cache.py). The TGS
+    checksum must cover; `tickets` keeps opened tickets (common/kerberos/ticket_cache.py). The TGS
     exchange uses the same checks with its own key usages (7 and 6), the KDC-REQ-BODY as
     binding, a checksum required (a GSS checksum is not one) and no AP-REP (`for_ap_rep`:
     derive the AP-REP's and the PRF's keys along with the others)."""

@@ -1,15 +1,15 @@
 """Talking to a KDC from a daemon: one request/reply over TCP, and the MIT ccache credential
 made from a reply. Used by the device agent and by controllers and servers that log in with
-a keytab (common/keytab_login.py)."""
+a keytab (common/kerberos/keytab_login.py)."""
 
 import socket
 from datetime import UTC, datetime, timedelta
 
-from common.ccache import CcachePrincipal, Credential
 from common.crypto import Key
-from common.framing import RecordBuffer, encode_record
-from common.keytab import KeytabEntry
-from common.keytab_login import build_keytab_as_req, process_keytab_as_rep
+from common.kerberos.ccache import CcachePrincipal, Credential
+from common.kerberos.keytab import KeytabEntry
+from common.kerberos.keytab_login import build_keytab_as_req, process_keytab_as_rep
+from common.kerberos.tcp_framing import RecordBuffer, encode_record
 from common.messages.kdc_rep import EncKdcRepPart
 from common.messages.krb_error import decode_krb_error
 from common.messages.ticket import encode_ticket

@@ -1,6 +1,6 @@
 """The client side of an AS exchange with encrypted-timestamp pre-authentication (RFC 4120
 §3.1, §5.2.7.2), for services that hold a keytab: a signaling controller getting a ticket for
-a peer controller (the controller-to-controller link, issue #6) or a network server getting
+a peer controller (the controller-to-controller link) or a network server getting
 its controller ticket — what MIT `kinit -k -t KEYTAB` does. No I/O.
 """
 

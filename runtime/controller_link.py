@@ -25,14 +25,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from common import esp
-from common.ccache import Credential
 from common.crypto import Key
 from common.errors import KerberosError
-from common.km_client import ClientSa, KeyManagementClient
+from common.kerberos.ccache import Credential
 from common.log import get_logger
 from common.messages.ticket import decode_ticket
 from common.messages.types import PrincipalName
+from common.pktc import esp
+from common.pktc.km_client import ClientSa, KeyManagementClient
 
 log = get_logger("km_link")
 ECHO_PORT = 7

@@ -15,14 +15,14 @@ shared, and which SRTP profile it uses:
     a=telekey-srtp:<AES_CM_128_HMAC_SHA1_80 | AEAD_AES_128_GCM>
 
 The SRTP keys are not in the SDP (no a=crypto): both sides derive them from the call key
-(common/call_keys.py). Anything unreadable is a SipError 488 Not Acceptable Here.
+(common/calls/keys.py). Anything unreadable is a SipError 488 Not Acceptable Here.
 """
 
 import ipaddress
 from dataclasses import dataclass
 
-from common.call_keys import SRTP_PROFILES
-from common.sip import SipError
+from common.calls.keys import SRTP_PROFILES
+from common.calls.sip import SipError
 
 
 @dataclass(frozen=True)

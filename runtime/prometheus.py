@@ -5,8 +5,8 @@ plain numbers in dicts and turned into Prometheus families only when /metrics is
 prometheus_client's own metric objects take a lock and run several Python calls per `inc` or
 `observe`; a daemon counts every request, and a request that follows milliseconds of idling
 runs with cold CPU caches, where each of those calls costs tens of microseconds (measured in
-the KDC, README). Only the event loop's thread updates them; the scrape thread copies a dict
-(one C call, atomic under the GIL) before reading it."""
+the KDC, docs/performance.md). Only the event loop's thread updates them; the scrape thread
+copies a dict (one C call, atomic under the GIL) before reading it."""
 
 import bisect
 import functools

@@ -13,17 +13,17 @@ import os
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from common.ap_exchange import NoKey, accept_ap_req
-from common.as_exchange import PrincipalStore, principal_text
 from common.codes import ErrorCode, KeyUsage, MessageType, PaDataType, TicketFlags
 from common.crypto import Key
 from common.errors import KerberosError, MalformedMessage
+from common.kerberos.ap_exchange import NoKey, accept_ap_req
+from common.kerberos.as_exchange import PrincipalStore, principal_text
+from common.kerberos.replay import ReplayCache
+from common.kerberos.ticket_cache import TicketCache
+from common.kerberos.tickets import ServerUnknown, build_kdc_rep, choose_enctype, issue_ticket
 from common.messages.kdc_rep import ENC_TGS_REP_PART_TAG, encode_tgs_rep
 from common.messages.kdc_req import decode_tgs_req, received_req_body
 from common.messages.types import find_padata
-from common.replay import ReplayCache
-from common.ticket_cache import TicketCache
-from common.tickets import ServerUnknown, build_kdc_rep, choose_enctype, issue_ticket
 
 
 class NoTgt(KerberosError):

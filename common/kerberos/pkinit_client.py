@@ -1,5 +1,5 @@
 """The client side of PKINIT (RFC 4556 §3.2.1, §3.2.4): build a signed AS-REQ and check and
-open the reply. No I/O; the signer may sit in a PKCS#11 token (device agent, issue #4).
+open the reply. No I/O; the signer may sit in a PKCS#11 token (the device agent).
 
 The reply is checked completely: KDC certificate chain to the client's anchors, id-pkinit-san
 krbtgt/REALM or the KDC EKU, the CMS signature, the nonce, the DH shared secret (left-padded)
@@ -77,7 +77,7 @@ from common.messages.pkinit import (
     encode_pa_pk_as_req,
 )
 from common.messages.types import PaData, PrincipalName, find_padata
-from common.pki import is_kdc_certificate, verify_chain
+from common.pki.chain import is_kdc_certificate, verify_chain
 
 
 class KdcNotTrusted(KerberosError):

@@ -4,9 +4,9 @@ The controller is a stateful proxy for call set-up. It receives SIP from its dev
 their ESP SAs) and from peer controllers (through the controller-to-controller link), each
 message tagged with the `Leg` it came on, and says what to send on which leg.
 
-- **INVITE from a device.** Admission (common/call_admission.py: the unprovisioned restriction
+- **INVITE from a device.** Admission (common/calls/admission.py: the unprovisioned restriction
   → 403, unknown number → 404); 100 Trying back; then, as the *caller's controller*, a new
-  call key K and SPI s (common/call_keys.py), the media keys sealed to the escrow authority,
+  call key K and SPI s (common/calls/keys.py), the media keys sealed to the escrow authority,
   and the INVITE forwarded — with our Via on top, `From` set to the caller's line, and
   `Call-Key: <base64 K>;spi=<s>` — to the callee's device (homed here) or to the peer
   controller the number routes to.
@@ -29,7 +29,7 @@ message tagged with the `Leg` it came on, and says what to send on which leg.
   escrow record's retention. A BYE from a peer controller (it ended the call) is passed on to
   our device.
 
-Malformed SIP is answered with its 400-class response (common/sip.py) or dropped when it
+Malformed SIP is answered with its 400-class response (common/calls/sip.py) or dropped when it
 cannot be addressed; a message for a call we do not know is 481 (requests) or dropped
 (responses). One call's failure never touches another call.
 """
@@ -42,12 +42,19 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from common import sip
-from common.call_admission import admit_invite, called_number
-from common.call_keys import CALL_ENCTYPE, SRTP_PROFILES, CallKey, ack_hash, new_call_key, srtp_keys
+from common.calls import sip
+from common.calls.admission import admit_invite, called_number
+from common.calls.keys import (
+    CALL_ENCTYPE,
+    SRTP_PROFILES,
+    CallKey,
+    ack_hash,
+    new_call_key,
+    srtp_keys,
+)
+from common.calls.sip import SipError, SipMessage
 from common.crypto import Key
 from common.messages.restriction import DeviceRestriction
-from common.sip import SipError, SipMessage
 
 Leg = tuple[str, str]  # ("device", client principal) or ("peer", controller principal)
 MAX_ENDED = 10_000
@@ -62,7 +69,7 @@ class Send:
 @dataclass(frozen=True)
 class EscrowRecord:
     """What the caller's controller seals for lawful intercept; `sealed` opens only with the
-    escrow authority's private key (common/escrow.py)."""
+    escrow authority's private key (common/calls/escrow.py)."""
     call_id: str
     sealed: bytes
 

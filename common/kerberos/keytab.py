@@ -11,8 +11,8 @@ bytes in a record are ignored, as MIT does.
 import struct
 from dataclasses import dataclass
 
-from common.byte_reader import ByteReader
 from common.errors import MalformedMessage
+from common.kerberos.byte_reader import ByteReader
 
 KEYTAB_V2 = b"\x05\x02"
 

@@ -25,7 +25,6 @@ from typing import Protocol
 
 from cryptography import x509
 
-from common.certs import PHONE_ID_OID
 from common.codes import ErrorCode
 from common.errors import KerberosError
 from common.messages.restriction import (
@@ -34,7 +33,8 @@ from common.messages.restriction import (
     restriction_authorization_data,
 )
 from common.messages.types import AuthorizationDataEntry
-from common.pki import (
+from common.pki.certs import PHONE_ID_OID
+from common.pki.chain import (
     CantVerifyCertificate,
     InconsistentKeyPurpose,
     extended_key_usages,

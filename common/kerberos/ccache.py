@@ -14,8 +14,8 @@ counted data), the ticket and the second ticket (counted DER). MIT keeps configu
 import struct
 from dataclasses import dataclass, field
 
-from common.byte_reader import ByteReader
 from common.errors import MalformedMessage
+from common.kerberos.byte_reader import ByteReader
 
 CCACHE_V4 = b"\x05\x04"
 TAG_KDC_OFFSET = 1
