@@ -21,6 +21,7 @@ from common.kerberos.as_exchange import AsPolicy, PkinitState, handle_as_req, kr
 from common.kerberos.lookaside import Lookaside
 from common.kerberos.rate_limit import RateLimiter
 from common.kerberos.replay import ReplayCache
+from common.kerberos.tcp_fairness import ConnectionTable, TcpLimits
 from common.kerberos.tcp_framing import RecordBuffer, encode_record
 from common.kerberos.tgs_exchange import handle_tgs_req
 from common.kerberos.ticket_cache import TicketCache
@@ -58,6 +59,7 @@ class Kdc:
     tickets: TicketCache = field(default_factory=TicketCache)  # opened TGTs
     log: Any = None  # the request log: structlog's logger, resolved once
     errors: ErrorReplies = field(init=False)
+    connections: ConnectionTable = field(init=False)  # this process's TCP connections
 
     def __post_init__(self) -> None:
         self.errors = ErrorReplies(self.policy.realm, krbtgt_name(self.policy.realm),
@@ -66,6 +68,10 @@ class Kdc:
             # structlog's module-level logger is a lazy proxy, resolved again at every call
             self.log = log.bind()
         self.principals = CachedPrincipals(self.db, self.settings.principal_cache_ttl_s)
+        self.connections = ConnectionTable(TcpLimits(
+            self.settings.max_tcp_connections, self.settings.max_tcp_per_address,
+            self.settings.max_tcp_per_network, self.settings.tcp_ipv4_prefix,
+            self.settings.tcp_ipv6_prefix))
         if self.limiter is None and self.settings.as_rate_per_source > 0:
             self.limiter = RateLimiter(self.settings.as_rate_per_source,
                                        self.settings.as_burst_per_source)
@@ -76,7 +82,8 @@ class Kdc:
         now = datetime.now(UTC)
         kind = KINDS.get(data[0] if data else -1)
         if kind is None and transport == "udp":
-            self.log.info("dropped", peer=peer, transport=transport, size=len(data))
+            # Counted, not logged: a flood of garbage must not become a flood of log lines.
+            metrics.dropped.inc(transport, "not_a_kdc_request")
             return None
         if kind == "as_req" and self.limiter is not None and \
                 not self.limiter.allow(peer.rsplit(":", 1)[0], started):
@@ -112,6 +119,12 @@ class Kdc:
         except KerberosError as exc:
             status, code = exc.status, int(exc.code)
             reply = self._error(exc, now)
+            if transport == "udp" and isinstance(exc, MalformedMessage) and \
+                    len(reply) > len(data):
+                # A garbled datagram, perhaps from a spoofed source: an answer longer than
+                # it would amplify, so it is counted and dropped.
+                metrics.dropped.inc(transport, "malformed")
+                return None
         except Exception as exc:  # our bug: log it, answer KRB_ERR_GENERIC "INTERNAL"
             log.exception("internal_error", peer=peer)
             status, code = "INTERNAL", int(ErrorCode.KRB_ERR_GENERIC)
@@ -147,11 +160,10 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class _Tcp(asyncio.Protocol):
-    """One TCP connection: RFC 4120 §7.2.2 records in, replies out, an idle timer, and the
-    connection bound. A Protocol rather than streams: no task or buffers per connection beyond
-    what the records need (each MIT kinit request is a new connection)."""
-
-    active = 0
+    """One TCP connection: RFC 4120 §7.2.2 records in, replies out, an idle timer, and its
+    place in the KDC's connection table (common/kerberos/tcp_fairness.py). A Protocol rather
+    than streams: no task or buffers per connection beyond what the records need (each MIT
+    kinit request is a new connection)."""
 
     def __init__(self, kdc: Kdc) -> None:
         self.kdc = kdc
@@ -164,12 +176,24 @@ class _Tcp(asyncio.Protocol):
         self.transport = transport
         address = transport.get_extra_info("peername")
         self.peer = f"{address[0]}:{address[1]}" if address else "?"
-        if _Tcp.active >= self.kdc.settings.max_tcp_connections:
-            log.info("connection_refused", peer=self.peer, reason="too many connections")
+        admission = self.kdc.connections.admit(self, address[0] if address else "?")
+        if not admission.accepted:
+            metrics.connections_refused.inc(admission.reason)
+            log.info("connection_refused", peer=self.peer, reason=admission.reason)
             transport.close()
             return
-        _Tcp.active += 1
+        if isinstance(admission.evict, _Tcp):
+            # All slots taken: the busiest network's least recently active connection goes.
+            metrics.connections_refused.inc("evicted")
+            log.info("connection_evicted", peer=admission.evict.peer, for_peer=self.peer)
+            admission.evict.close()
         self._arm()
+
+    def close(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.kdc.connections.remove(self)
+        self.transport.close()
 
     def _arm(self) -> None:
         if self.timer is not None:
@@ -178,23 +202,25 @@ class _Tcp(asyncio.Protocol):
             self.kdc.settings.tcp_idle_timeout_s, self.transport.close)
 
     def data_received(self, data: bytes) -> None:
+        # Records pipelined before a bad length word are answered, then the KRB-ERROR.
         try:
             self.buffer.feed(data)
+            while (record := self.buffer.next_record()) is not None:
+                reply = self.kdc.handle(record, self.peer, "tcp")
+                if reply is not None:
+                    self.transport.write(encode_record(reply))
         except FieldTooLong as exc:
             self.transport.write(encode_record(self.kdc._error(exc, datetime.now(UTC))))
             log.info("tcp_record", peer=self.peer, status=exc.status, code=int(exc.code))
-            self.transport.close()
+            self.close()
             return
-        while (record := self.buffer.next_record()) is not None:
-            reply = self.kdc.handle(record, self.peer, "tcp")
-            if reply is not None:
-                self.transport.write(encode_record(reply))
+        self.kdc.connections.touch(self)
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.timer is not None:
             self.timer.cancel()
-            _Tcp.active -= 1
+        self.kdc.connections.remove(self)
 
 
 def _bind_pair(host: str, port: int, reuse_port: bool = False

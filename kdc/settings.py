@@ -3,6 +3,7 @@
 import tomllib
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,7 +60,16 @@ class KdcSettings(BaseSettings):
     workers: int = 1
     """Processes sharing the port (SO_REUSEPORT), e.g. one per core."""
     max_tcp_connections: int = 512
-    """Open TCP connections at most, per process; more are refused."""
+    """Open TCP connections at most, per process. When all are taken, a newcomer is accepted
+    and the least recently active connection of the network holding the most is closed."""
+    max_tcp_per_address: int = 32
+    """Open TCP connections at most from one address; more are refused."""
+    max_tcp_per_network: int = 128
+    """Open TCP connections at most from one network (see the prefixes); more are refused."""
+    tcp_ipv4_prefix: int = Field(24, ge=0, le=32)
+    """IPv4 addresses within this prefix length count as one network."""
+    tcp_ipv6_prefix: int = Field(64, ge=0, le=128)
+    """IPv6 addresses within this prefix length count as one network."""
     tcp_idle_timeout_s: float = 30.0
     """A TCP connection idle this long is closed."""
     vague_errors: bool = False

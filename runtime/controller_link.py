@@ -38,6 +38,9 @@ log = get_logger("km_link")
 ECHO_PORT = 7
 LOCAL_PORT = 5060  # our inner SIP port, also the source of echo requests
 SIP_PORT = 5060
+# The keepalive probe, padded so that its ESP packet (at least 108 bytes with 64 bytes of
+# payload) is never shorter than a Wake Up for a controller name of up to 100 characters.
+KEEPALIVE = b"keepalive".ljust(64, b".")
 
 
 @dataclass(frozen=True)
@@ -231,11 +234,14 @@ class ControllerLink(asyncio.DatagramProtocol):
         raise TimeoutError("the controller does not answer")
 
     async def _keepalive(self) -> None:
+        """Probe the SA every keepalive_s seconds. A restarted controller answers the probe
+        with a Wake Up only if the probe is at least as long as the Wake Up (which carries
+        the controller's name): KEEPALIVE's padding covers names up to 100 characters."""
         while True:
             await asyncio.sleep(self.keepalive_s)
             if self.sa_ready.is_set():
                 try:
-                    await self.echo(b"keepalive")
+                    await self.echo(KEEPALIVE)
                 except (TimeoutError, ConnectionError):
                     pass
 

@@ -9,6 +9,10 @@ esp_packets = Counter("telekey_sigctl_esp_packets", "ESP packets received, by ou
                       "(accepted, ESP_BAD_ICV, ESP_REPLAY, UNKNOWN_SPI, malformed ...)",
                       ["result"], registry=registry)
 wake_ups = Counter("telekey_sigctl_wake_ups", "Wake Up messages sent", registry=registry)
+wake_ups_suppressed = Counter("telekey_sigctl_wake_ups_suppressed", "Wake Ups not sent for "
+                              "ESP with an unknown SPI, by reason (short: the packet was "
+                              "smaller than the Wake Up; per_source; global)", ["reason"],
+                              registry=registry)
 security_associations = Gauge("telekey_sigctl_security_associations", "Live SAs",
                               registry=registry)
 calls = Counter("telekey_sigctl_call_events", "Call-control events (call_invite, "

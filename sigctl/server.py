@@ -51,7 +51,8 @@ def build_core(settings: SigctlSettings, spi_share: tuple[int, int] = (0, 1)
         suites=tuple(SUITES_BY_NAME[name] for name in settings.suites),
         sa_lifetime_s=settings.sa_lifetime_s, grace_s=settings.grace_s,
         max_skew_s=settings.max_skew_s, ack_required=settings.ack_required,
-        spi_share=spi_share, ticket_cache=settings.ticket_cache)
+        spi_share=spi_share, ticket_cache=settings.ticket_cache,
+        wake_up_rate=settings.wake_up_rate_per_s)
 
 
 class Controller:
@@ -161,8 +162,10 @@ class Controller:
             metrics.wake_ups.inc()
             self.km.sendto(result.wake_up, peer)
             log.info("wake_up", peer=f"{peer[0]}:{peer[1]}", reason=result.dropped)
-        elif result.dropped is not None:
-            log.info("esp_dropped", peer=f"{peer[0]}:{peer[1]}", reason=result.dropped)
+        elif result.suppressed is not None:
+            child(metrics.wake_ups_suppressed, result.suppressed).inc()
+        # Dropped packets are counted (esp_packets), not logged one by one: a flood of them
+        # must not become a flood of log lines.
         if result.payload is not None and result.sa is not None:
             self.deliver(result.sa, result.payload)
 

@@ -74,6 +74,10 @@ class SigctlSettings(BaseSettings):
     """Escrow records are kept for the call and this many seconds after it."""
     max_call_s: int = 14_400
     """A call that lasts longer is ended by the controller."""
+    wake_up_rate_per_s: float = 2000.0
+    """Wake Ups sent per second at most, in all (each address also gets at most one a
+    second): an ESP packet with an unknown SPI is unauthenticated, and its source may be
+    spoofed."""
 
     @classmethod
     def from_toml(cls, path: Path) -> "SigctlSettings":

@@ -2,7 +2,8 @@
 
 Each Kerberos message over TCP is preceded by a 4-octet big-endian length. The high bit is
 reserved for an extension mechanism nobody defines: a length with it set, or longer than the
-configured cap, is answered with KRB_ERR_FIELD_TOOLONG and the connection closed.
+configured cap, is answered with KRB_ERR_FIELD_TOOLONG and the connection closed. The records
+complete before a bad length (a client pipelining requests) are still handed out first.
 """
 
 import struct
@@ -26,9 +27,13 @@ class RecordBuffer:
         self._max_record = max_record
         self._buffer = bytearray()
         self._need: int | None = None
+        self._error: FieldTooLong | None = None  # a bad length behind a complete record
 
     def feed(self, data: bytes) -> None:
-        """Add received bytes. Raises FieldTooLong as soon as a bad length is seen."""
+        """Add received bytes. Raises FieldTooLong when the next length word is bad and no
+        complete record comes before it."""
+        if self._error is not None:
+            raise self._error
         self._buffer += data
         self._read_length()
 
@@ -43,13 +48,19 @@ class RecordBuffer:
             del self._buffer[:4]
 
     def next_record(self) -> bytes | None:
-        """Return the next complete record, or None when more data is needed."""
+        """Return the next complete record, or None when more data is needed. Raises
+        FieldTooLong once the records before a bad length word have been returned."""
+        if self._error is not None:
+            raise self._error
         if self._need is None or len(self._buffer) < self._need:
             return None
         record = bytes(self._buffer[: self._need])
         del self._buffer[: self._need]
         self._need = None
-        self._read_length()
+        try:
+            self._read_length()
+        except FieldTooLong as exc:  # this record is good: the error waits for the next call
+            self._error = exc
         return record
 
     @property

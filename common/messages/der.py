@@ -13,7 +13,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
-from pyasn1.type import base, char, univ, useful
+from pyasn1.type import base, char, constraint, univ, useful
 
 from common.errors import MalformedMessage
 from common.messages.primitives import (
@@ -75,6 +75,18 @@ def _int_from(data: bytes, start: int, end: int) -> int:
                             (data[start] == 0xFF and data[start + 1] >= 0x80)):
         raise _bad("NOT_DER_INTEGER", start)
     return int.from_bytes(data[start:end], "big", signed=True)
+
+
+def _value_range(schema: Any) -> tuple[int, int] | None:
+    """The (low, high) of an INTEGER schema's ValueRangeConstraint, if it has one."""
+    pending = [schema.subtypeSpec]
+    while pending:
+        spec = pending.pop()
+        if isinstance(spec, constraint.ValueRangeConstraint):
+            return int(spec.start), int(spec.stop)
+        if isinstance(spec, constraint.ConstraintsIntersection):
+            pending.extend(spec)
+    return None
 
 
 def integer_contents(value: int) -> bytes:
@@ -316,11 +328,20 @@ class Compiler:
         if isinstance(schema, univ.Boolean):  # before Integer: pyasn1's Boolean subclasses it
             return [call.format("_boolean_from")]
         if isinstance(schema, univ.Integer):
-            return [f"if {end} - {start} == 1:",
-                    f"    {target} = data[{start}]",
-                    f"    if {target} >= 0x80: {target} -= 256",
-                    "else:",
-                    f"    {call.format('_int_from')}"]
+            lines = [f"if {end} - {start} == 1:",
+                     f"    {target} = data[{start}]",
+                     f"    if {target} >= 0x80: {target} -= 256",
+                     "else:",
+                     f"    {call.format('_int_from')}"]
+            bounds = _value_range(schema)
+            if bounds is not None:  # contents too long for the range are not even converted
+                low, high = bounds
+                octets = max(len(integer_contents(low)), len(integer_contents(high)))
+                lines[3:3] = [f"elif {end} - {start} > {octets}:",
+                              f"    raise _bad('INTEGER_OUT_OF_RANGE', {start})"]
+                lines.append(f"if not {low} <= {target} <= {high}: "
+                             f"raise _bad('INTEGER_OUT_OF_RANGE', {start})")
+            return lines
         if isinstance(schema, useful.GeneralizedTime):
             return [call.format("_time_from")]
         if isinstance(schema, char.AbstractCharacterString):

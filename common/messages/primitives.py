@@ -3,11 +3,38 @@
 import functools
 from datetime import UTC, datetime
 
-from pyasn1.type import char, univ, useful
+from pyasn1.type import char, constraint, univ, useful
 
 from common.errors import MalformedMessage
 
 FLAGS_BITS = 32
+
+
+class Int32(univ.Integer):
+    """RFC 4120 §5.2.4 Int32. Every INTEGER telekey decodes has a range: a value of thousands
+    of digits is refused here, never carried into code that would format it."""
+
+    subtypeSpec = constraint.ValueRangeConstraint(-(2**31), 2**31 - 1)
+
+
+class UInt32(univ.Integer):
+    """RFC 4120 §5.2.4 UInt32 (nonces, kvno, sequence numbers). Leniency, as MIT's decoder:
+    negative Int32 values are accepted too, since some clients encode these fields signed."""
+
+    subtypeSpec = constraint.ValueRangeConstraint(-(2**31), 2**32 - 1)
+
+
+class Microseconds(univ.Integer):
+    """RFC 4120 §5.2.4 Microseconds (0..999999)."""
+
+    subtypeSpec = constraint.ValueRangeConstraint(0, 999_999)
+
+
+class CertificateSerialNumber(univ.Integer):
+    """RFC 5280 §4.1.2.2: at most 20 octets. Leniency: 21 content octets (a 20-octet positive
+    value needs a leading zero) and negative serials, which deployed CAs have issued."""
+
+    subtypeSpec = constraint.ValueRangeConstraint(-(2**159), 2**160 - 1)
 
 
 class KerberosFlags(univ.BitString):

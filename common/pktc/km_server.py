@@ -13,8 +13,10 @@ costs each device one AP exchange (it learns of the restart from a Wake Up or si
   A retransmitted AP Request (same bytes, same address) gets the same AP Reply (lookaside);
   the same bytes from another address are a replay (KRB_AP_ERR_REPEAT).
 - Security Parameter Recovered → confirms the newest SA of that address.
-- ESP for an unknown SPI → Wake Up to the sender (at most one per second per address); a bad
-  ICV or a replay is dropped and counted.
+- ESP for an unknown SPI → Wake Up to the sender, unless that would amplify: only for a packet
+  at least as long as the Wake Up, at most one per second per address, and at most
+  `wake_up_rate` per second in all (what is held back is counted by reason); a bad ICV or a
+  replay is dropped and counted.
 """
 
 import heapq
@@ -73,6 +75,7 @@ class KmStats:
     esp_unknown_spi: int = 0
     esp_malformed: int = 0
     wake_ups: int = 0
+    wake_ups_suppressed: dict[str, int] = field(default_factory=dict)
 
     def exchange(self, result: str) -> None:
         self.exchanges[result] = self.exchanges.get(result, 0) + 1
@@ -119,6 +122,7 @@ class EspResult:
     payload: bytes | None  # the inner UDP datagram, when delivered
     wake_up: bytes | None  # send this to the sender's key-management address
     dropped: str | None
+    suppressed: str | None = None  # why no Wake Up answered an unknown SPI
 
 
 class KeyManagementServer:
@@ -128,7 +132,8 @@ class KeyManagementServer:
                  sa_lifetime_s: int = 3600, grace_s: int = 300, max_skew_s: int = 300,
                  ack_required: bool = True,
                  random: Callable[[int], bytes] = os.urandom,
-                 spi_share: tuple[int, int] = (0, 1), ticket_cache: int = 16384) -> None:
+                 spi_share: tuple[int, int] = (0, 1), ticket_cache: int = 16384,
+                 wake_up_rate: float = 2000.0) -> None:
         self.principal = principal  # e.g. sigctl/sc1.lab.test
         self.realm = realm
         self.keys = keys
@@ -146,6 +151,11 @@ class KeyManagementServer:
         self.by_client: dict[str, ControllerSa] = {}  # newest by client principal
         self.stats = KmStats()
         self._wake_up_sent: dict[Address, float] = {}
+        # A Wake Up's size is fixed by our name; the global budget is a token bucket.
+        self._wake_up_size = len(km_framing.encode_wake_up(0, f"{principal}@{realm}"))
+        self.wake_up_rate = wake_up_rate
+        self._wake_up_tokens = wake_up_rate
+        self._wake_up_refilled = 0.0
         # Key-management workers draw SPIs from disjoint shares (index, count) and remember
         # the ones they issued until the SA's end, since the SAs live in another process.
         self.spi_share = spi_share
@@ -301,7 +311,7 @@ class KeyManagementServer:
         sa = self.sas.get(spi)
         if sa is None or sa.expires <= mono:
             self.stats.esp_unknown_spi += 1
-            return EspResult(None, None, self._wake_up(peer, mono), "UNKNOWN_SPI")
+            return self._wake_up(len(packet), peer, mono)
         try:
             next_header, payload = sa.inbound.open(packet)
         except esp.EspDropped as exc:
@@ -324,16 +334,36 @@ class KeyManagementServer:
             sa.peer = peer
         return EspResult(sa, payload, None, None)
 
-    def _wake_up(self, peer: Address, mono: float) -> bytes | None:
-        """At most one Wake Up per second per device address (ip, port). A Wake Up is no
-        larger than the ESP packet that caused it, so it amplifies nothing."""
-        if mono - self._wake_up_sent.get(peer, -10.0) < 1.0:
-            return None
+    def _wake_up(self, size: int, peer: Address, mono: float) -> EspResult:
+        """A Wake Up for an ESP packet of `size` bytes with an unknown SPI, from `peer`. The
+        packet is unauthenticated and its source may be spoofed, so the answer must amplify
+        nothing: it goes only to a packet at least as long as itself (devices pad their
+        probes; runtime/controller_link.py), at most once per second per address (ip, port),
+        and within a global budget of `wake_up_rate` per second."""
+        suppressed = None
+        if size < self._wake_up_size:
+            suppressed = "short"
+        elif mono - self._wake_up_sent.get(peer, -10.0) < 1.0:
+            suppressed = "per_source"
+        else:
+            self._wake_up_tokens = min(self.wake_up_rate, self._wake_up_tokens + (
+                mono - self._wake_up_refilled) * self.wake_up_rate)
+            self._wake_up_refilled = mono
+            if self._wake_up_tokens < 1.0:
+                suppressed = "global"
+            else:
+                self._wake_up_tokens -= 1.0
+        if suppressed is not None:
+            counts = self.stats.wake_ups_suppressed
+            counts[suppressed] = counts.get(suppressed, 0) + 1
+            return EspResult(None, None, None, "UNKNOWN_SPI", suppressed)
         self._wake_up_sent[peer] = mono
         if len(self._wake_up_sent) > 100_000:
             self._wake_up_sent.clear()
         self.stats.wake_ups += 1
-        return km_framing.encode_wake_up(secrets.randbits(32), f"{self.principal}@{self.realm}")
+        wake_up = km_framing.encode_wake_up(secrets.randbits(32),
+                                            f"{self.principal}@{self.realm}")
+        return EspResult(None, None, wake_up, "UNKNOWN_SPI")
 
     def seal(self, sa: ControllerSa, inner: bytes) -> bytes:
         return sa.outbound.seal(inner)

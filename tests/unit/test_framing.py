@@ -49,3 +49,16 @@ def test_any_chunking_reassembles(records, chunk):
         while (record := buf.next_record()) is not None:
             out.append(record)
     assert out == records
+
+
+def test_pipelined_record_before_a_bad_length_is_returned_first():
+    """A valid record and a bad length word in one segment: the record comes out, then the
+    error (it used to be lost with the error, and the KDC answered neither)."""
+    buf = RecordBuffer(max_record=100)
+    buf.feed(encode_record(b"good") + b"\x80\x00\x00\x01")
+    assert buf.next_record() == b"good"
+    with pytest.raises(FieldTooLong) as err:
+        buf.next_record()
+    assert err.value.status == "RECORD_HIGH_BIT"
+    with pytest.raises(FieldTooLong):
+        buf.feed(b"more")

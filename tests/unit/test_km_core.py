@@ -187,3 +187,32 @@ def test_sweeps_look_only_at_what_is_due():
     assert sa is third and server.rekeys_due(now, 87.0) == []
     assert server.expire(90.9) == 1 and server.expire(91.0) == 1  # second (at 41), third
     assert server.sas == {} and server.newest == {} and server.by_client == {}
+
+
+def test_wake_up_never_amplifies():
+    """An ESP packet with an unknown SPI is unauthenticated and its source may be spoofed: a
+    Wake Up answers it only if the packet is at least as long, once per second per address,
+    and within the global budget; what is held back is counted by reason."""
+    from runtime.controller_link import KEEPALIVE
+
+    server = KeyManagementServer(principal="sigctl/sc1", realm=REALM, keys=lambda *_: None,
+                                 wake_up_rate=3.0)
+    short = b"\x00\x00\x00\x09" + b"\x00" * 4  # 8 bytes: SPI and sequence number
+    result = server.receive_esp(short, DEVICE, 1.0)
+    assert result.wake_up is None and result.suppressed == "short"
+    probe = b"\x00\x00\x00\x09" + b"\x00" * 100
+    sent = server.receive_esp(probe, DEVICE, 1.0).wake_up
+    assert sent is not None and len(sent) <= len(probe)
+    assert server.receive_esp(probe, DEVICE, 1.5).suppressed == "per_source"
+    # The budget (3 a second) is full again half a second later: three more, then none.
+    others = [server.receive_esp(probe, ("192.0.2.9", port), 1.5) for port in range(1, 6)]
+    assert [r.wake_up is not None for r in others] == [True, True, True, False, False]
+    assert others[-1].suppressed == "global"
+    assert server.receive_esp(probe, ("192.0.2.9", 9), 2.0).wake_up is not None  # refilled
+    assert server.stats.wake_ups_suppressed == {"short": 1, "per_source": 1, "global": 2}
+    # A device's keepalive probe always qualifies, for controller names up to 100 characters.
+    name = "sigctl/" + "c" * (100 - len("sigctl/.example.net@EXAMPLE.NET")) + ".example.net"
+    long_named = KeyManagementServer(principal=name, realm="EXAMPLE.NET", keys=lambda *_: None)
+    smallest = 4 + 4 + 8 + (8 + len(KEEPALIVE) + 2 + 2) + 16  # AES-GCM-16: 4-byte alignment
+    assert long_named.receive_esp(b"\x00\x00\x00\x09" + b"\x00" * (smallest - 4),
+                                  DEVICE, 1.0).wake_up is not None

@@ -5,14 +5,18 @@ from pyasn1.type import namedtype, univ
 
 from common.messages.base import application
 from common.messages.base import explicit as x
-from common.messages.primitives import KerberosFlags, KerberosString, KerberosTime
+from common.messages.primitives import (
+    Int32,
+    KerberosFlags,
+    KerberosString,
+    KerberosTime,
+    Microseconds,
+    UInt32,
+)
 
 NT = namedtype.NamedType
 OPT = namedtype.OptionalNamedType
 
-Int32 = univ.Integer
-UInt32 = univ.Integer
-Microseconds = univ.Integer
 Realm = KerberosString
 
 
@@ -86,7 +90,7 @@ class Checksum(univ.Sequence):
 class Ticket(univ.Sequence):
     tagSet = application(1)
     componentType = namedtype.NamedTypes(
-        NT("tkt-vno", x(0, univ.Integer())),
+        NT("tkt-vno", x(0, Int32())),
         NT("realm", x(1, Realm())),
         NT("sname", x(2, PrincipalName())),
         NT("enc-part", x(3, EncryptedData())),
@@ -136,8 +140,8 @@ class KDC_REQ_BODY(univ.Sequence):
 
 class KDC_REQ(univ.Sequence):
     componentType = namedtype.NamedTypes(
-        NT("pvno", x(1, univ.Integer())),
-        NT("msg-type", x(2, univ.Integer())),
+        NT("pvno", x(1, Int32())),
+        NT("msg-type", x(2, Int32())),
         OPT("padata", x(3, univ.SequenceOf(componentType=PA_DATA()))),
         NT("req-body", x(4, KDC_REQ_BODY())),
     )
@@ -153,8 +157,8 @@ class TGS_REQ(KDC_REQ):
 
 class KDC_REP(univ.Sequence):
     componentType = namedtype.NamedTypes(
-        NT("pvno", x(0, univ.Integer())),
-        NT("msg-type", x(1, univ.Integer())),
+        NT("pvno", x(0, Int32())),
+        NT("msg-type", x(1, Int32())),
         OPT("padata", x(2, univ.SequenceOf(componentType=PA_DATA()))),
         NT("crealm", x(3, Realm())),
         NT("cname", x(4, PrincipalName())),
@@ -213,8 +217,8 @@ class EncTGSRepPart(EncKDCRepPart):
 class AP_REQ(univ.Sequence):
     tagSet = application(14)
     componentType = namedtype.NamedTypes(
-        NT("pvno", x(0, univ.Integer())),
-        NT("msg-type", x(1, univ.Integer())),
+        NT("pvno", x(0, Int32())),
+        NT("msg-type", x(1, Int32())),
         NT("ap-options", x(2, KerberosFlags())),
         NT("ticket", x(3, Ticket())),
         NT("authenticator", x(4, EncryptedData())),
@@ -224,7 +228,7 @@ class AP_REQ(univ.Sequence):
 class Authenticator(univ.Sequence):
     tagSet = application(2)
     componentType = namedtype.NamedTypes(
-        NT("authenticator-vno", x(0, univ.Integer())),
+        NT("authenticator-vno", x(0, Int32())),
         NT("crealm", x(1, Realm())),
         NT("cname", x(2, PrincipalName())),
         OPT("cksum", x(3, Checksum())),
@@ -239,8 +243,8 @@ class Authenticator(univ.Sequence):
 class AP_REP(univ.Sequence):
     tagSet = application(15)
     componentType = namedtype.NamedTypes(
-        NT("pvno", x(0, univ.Integer())),
-        NT("msg-type", x(1, univ.Integer())),
+        NT("pvno", x(0, Int32())),
+        NT("msg-type", x(1, Int32())),
         NT("enc-part", x(2, EncryptedData())),
     )
 
@@ -269,8 +273,8 @@ class KRB_SAFE_BODY(univ.Sequence):
 class KRB_SAFE(univ.Sequence):
     tagSet = application(20)
     componentType = namedtype.NamedTypes(
-        NT("pvno", x(0, univ.Integer())),
-        NT("msg-type", x(1, univ.Integer())),
+        NT("pvno", x(0, Int32())),
+        NT("msg-type", x(1, Int32())),
         NT("safe-body", x(2, KRB_SAFE_BODY())),
         NT("cksum", x(3, Checksum())),
     )
@@ -279,8 +283,8 @@ class KRB_SAFE(univ.Sequence):
 class KRB_PRIV(univ.Sequence):
     tagSet = application(21)
     componentType = namedtype.NamedTypes(
-        NT("pvno", x(0, univ.Integer())),
-        NT("msg-type", x(1, univ.Integer())),
+        NT("pvno", x(0, Int32())),
+        NT("msg-type", x(1, Int32())),
         # RFC 4120 §5.7.1: there is no [2] tag.
         NT("enc-part", x(3, EncryptedData())),
     )
@@ -301,8 +305,8 @@ class EncKrbPrivPart(univ.Sequence):
 class KRB_CRED(univ.Sequence):
     tagSet = application(22)
     componentType = namedtype.NamedTypes(
-        NT("pvno", x(0, univ.Integer())),
-        NT("msg-type", x(1, univ.Integer())),
+        NT("pvno", x(0, Int32())),
+        NT("msg-type", x(1, Int32())),
         NT("tickets", x(2, univ.SequenceOf(componentType=Ticket()))),
         NT("enc-part", x(3, EncryptedData())),
     )
@@ -339,8 +343,8 @@ class EncKrbCredPart(univ.Sequence):
 class KRB_ERROR(univ.Sequence):
     tagSet = application(30)
     componentType = namedtype.NamedTypes(
-        NT("pvno", x(0, univ.Integer())),
-        NT("msg-type", x(1, univ.Integer())),
+        NT("pvno", x(0, Int32())),
+        NT("msg-type", x(1, Int32())),
         OPT("ctime", x(2, KerberosTime())),
         OPT("cusec", x(3, Microseconds())),
         NT("stime", x(4, KerberosTime())),

@@ -5,10 +5,10 @@ types: it reuses SubjectPublicKeyInfo and KDCDHKeyInfo.subjectPublicKey."""
 from pyasn1.type import namedtype, univ
 from pyasn1_modules.rfc5280 import AlgorithmIdentifier, SubjectPublicKeyInfo
 
-from common.messages.asn1.rfc4120 import Checksum, EncryptionKey, Int32, PrincipalName, Realm
+from common.messages.asn1.rfc4120 import Checksum, EncryptionKey, PrincipalName, Realm
 from common.messages.base import explicit as x
 from common.messages.base import implicit
-from common.messages.primitives import KerberosTime
+from common.messages.primitives import Int32, KerberosTime, Microseconds, UInt32
 
 NT = namedtype.NamedType
 OPT = namedtype.OptionalNamedType
@@ -42,9 +42,9 @@ class PAChecksum2(univ.Sequence):
 
 class PKAuthenticator(univ.Sequence):
     componentType = namedtype.NamedTypes(
-        NT("cusec", x(0, univ.Integer())),
+        NT("cusec", x(0, Microseconds())),
         NT("ctime", x(1, KerberosTime())),
-        NT("nonce", x(2, univ.Integer())),
+        NT("nonce", x(2, UInt32())),
         OPT("paChecksum", x(3, univ.OctetString())),
         OPT("freshnessToken", x(4, univ.OctetString())),
         OPT("paChecksum2", x(5, PAChecksum2())),
@@ -86,7 +86,7 @@ class PA_PK_AS_REP(univ.Choice):
 class KDCDHKeyInfo(univ.Sequence):
     componentType = namedtype.NamedTypes(
         NT("subjectPublicKey", x(0, univ.BitString())),
-        NT("nonce", x(1, univ.Integer())),
+        NT("nonce", x(1, UInt32())),
         OPT("dhKeyExpiration", x(2, KerberosTime())),
     )
 

@@ -9,6 +9,7 @@ from pyasn1.type import namedtype, univ
 from pyasn1_modules.rfc5280 import AlgorithmIdentifier
 
 from common.messages.base import explicit, implicit
+from common.messages.primitives import CertificateSerialNumber, Int32
 
 NT = namedtype.NamedType
 OPT = namedtype.OptionalNamedType
@@ -44,7 +45,7 @@ class SignedAttributes(univ.SetOf):
 class IssuerAndSerialNumber(univ.Sequence):
     componentType = namedtype.NamedTypes(
         NT("issuer", univ.Any()),
-        NT("serialNumber", univ.Integer()),
+        NT("serialNumber", CertificateSerialNumber()),
     )
 
 
@@ -57,7 +58,7 @@ class SignerIdentifier(univ.Choice):
 
 class SignerInfo(univ.Sequence):
     componentType = namedtype.NamedTypes(
-        NT("version", univ.Integer()),
+        NT("version", Int32()),
         NT("sid", SignerIdentifier()),
         NT("digestAlgorithm", AlgorithmIdentifier()),
         OPT("signedAttrs", implicit(0, SignedAttributes(), constructed=True)),
@@ -69,7 +70,7 @@ class SignerInfo(univ.Sequence):
 
 class SignedData(univ.Sequence):
     componentType = namedtype.NamedTypes(
-        NT("version", univ.Integer()),
+        NT("version", Int32()),
         NT("digestAlgorithms", univ.SetOf(componentType=AlgorithmIdentifier())),
         NT("encapContentInfo", EncapsulatedContentInfo()),
         OPT("certificates", implicit(0, univ.SetOf(componentType=univ.Any()), constructed=True)),
@@ -87,7 +88,7 @@ class OriginatorInfo(univ.Sequence):
 
 class KeyTransRecipientInfo(univ.Sequence):
     componentType = namedtype.NamedTypes(
-        NT("version", univ.Integer()),
+        NT("version", Int32()),
         NT("rid", SignerIdentifier()),  # RecipientIdentifier has the same two alternatives
         NT("keyEncryptionAlgorithm", AlgorithmIdentifier()),
         NT("encryptedKey", univ.OctetString()),
@@ -104,7 +105,7 @@ class EncryptedContentInfo(univ.Sequence):
 
 class EnvelopedData(univ.Sequence):
     componentType = namedtype.NamedTypes(
-        NT("version", univ.Integer()),
+        NT("version", Int32()),
         OPT("originatorInfo", implicit(0, OriginatorInfo(), constructed=True)),
         NT("recipientInfos", univ.SetOf(componentType=KeyTransRecipientInfo())),
         NT("encryptedContentInfo", EncryptedContentInfo()),

@@ -4,7 +4,7 @@ from pyasn1.type import char, namedtype, univ
 from pyasn1_modules.rfc5280 import SubjectPublicKeyInfo
 
 from common.messages.base import explicit as x
-from common.messages.primitives import KerberosTime
+from common.messages.primitives import Int32, KerberosTime
 
 NT = namedtype.NamedType
 OPT = namedtype.OptionalNamedType
@@ -35,11 +35,11 @@ class SelfCertProfile(univ.Sequence):
     }"""
 
     componentType = namedtype.NamedTypes(
-        NT("version", x(0, univ.Integer())),
+        NT("version", x(0, Int32())),
         NT("notBefore", x(1, KerberosTime())),
         NT("notAfter", x(2, KerberosTime())),
         NT("networkId", x(3, char.UTF8String())),
         NT("deviceId", x(4, char.UTF8String())),
-        OPT("keyAlgorithm", x(5, univ.Integer())),
+        OPT("keyAlgorithm", x(5, Int32())),
         OPT("deliveredKey", x(6, DeliveredKey())),
     )

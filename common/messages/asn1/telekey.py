@@ -4,6 +4,7 @@ tickets as authorization data (local ad-type, inside AD-IF-RELEVANT)."""
 from pyasn1.type import char, namedtype, univ
 
 from common.messages.base import explicit as x
+from common.messages.primitives import Int32
 
 NT = namedtype.NamedType
 
@@ -14,6 +15,6 @@ class DeviceRestriction(univ.Sequence):
         allowed-numbers  [1] SEQUENCE OF UTF8String }  -- numbers the device may call"""
 
     componentType = namedtype.NamedTypes(
-        NT("state", x(0, univ.Integer())),
+        NT("state", x(0, Int32())),
         NT("allowed-numbers", x(1, univ.SequenceOf(componentType=char.UTF8String()))),
     )
