@@ -64,3 +64,30 @@ class ClockSkew(KerberosError):
     """RFC 4120 §3.2.3: the peer's clock is outside the allowed skew."""
 
     code = ErrorCode.KRB_AP_ERR_SKEW
+
+
+class MasterKeyError(Exception):
+    """A long-term key at rest could not be wrapped or unwrapped under the master key
+    (common/crypto/master_key.py). Not a KerberosError: it never reaches the wire. It is an
+    operator's problem (a master key version missing from the stash or token, a damaged row
+    or backup), so the KDC logs it and answers the request KRB_ERR_GENERIC "INTERNAL" like
+    any other fault of its own."""
+
+    def __init__(self, status: str, detail: str = "") -> None:
+        super().__init__(f"{status}: {detail}" if detail else status)
+        self.status = status  # stable tag, e.g. "UNKNOWN_MKVNO"
+        self.detail = detail
+
+
+class UnknownMasterKeyVersion(MasterKeyError):
+    """A key wrapped under a master key version (mkvno) the keyring does not hold."""
+
+
+class MasterKeyIntegrityError(MasterKeyError):
+    """RFC 5649 §3: the unwrapped block failed its integrity check (wrong master key, or the
+    wrapped key was changed)."""
+
+
+class MasterKeyBackupError(MasterKeyError):
+    """A master key stash or backup file that is malformed, is for another service, or whose
+    passphrase is wrong."""

@@ -34,6 +34,13 @@ class KdcSettings(BaseSettings):
     """File holding the token's user PIN (mode 0600)."""
     pkcs11_key_label: str = "kdc"
     """Label of the KDC's private key in the token."""
+    master_key_stash_file: Path | None = None
+    """Stash file (mode 0600) holding the master key that wraps every key in the database,
+    all its versions (`telekey realm init` makes it). Unset: `<database file>.stash` next to
+    a SQLite database; a PostgreSQL database needs this or `master_key_token_label`."""
+    master_key_token_label: str | None = None
+    """Hold the master key in this PKCS#11 token instead of a stash (token objects
+    `telekey-master-kdc-<mkvno>`, through `pkcs11_module` with the PIN in `pkcs11_pin_file`)."""
     kdc_chain_files: list[Path] = []
     """Intermediate CA certificates (PEM) sent with the KDC's certificate in its replies."""
     pkinit_anchor_files: list[Path]

@@ -18,7 +18,8 @@ def postgres_url():
 
 
 def test_two_kdcs_share_postgres(postgres_url, tmp_path):
-    telekey_cmd("realm", "init", "--realm", REALM, "--db", postgres_url)
+    stash = tmp_path / "kdc.stash"  # the master key; a PostgreSQL URL gives it no default place
+    telekey_cmd("realm", "init", "--realm", REALM, "--db", postgres_url, "--stash", str(stash))
     kdcs = []
     try:
         for name in ("a", "b"):
@@ -27,7 +28,8 @@ def test_two_kdcs_share_postgres(postgres_url, tmp_path):
             config = write_kdc_config(directory, realm=REALM, db_url=postgres_url,
                                       cert=MIT_FIXTURES / "kdc.pem",
                                       key=MIT_FIXTURES / "kdc.key",
-                                      anchors=[MIT_FIXTURES / "cacert.pem"])
+                                      anchors=[MIT_FIXTURES / "cacert.pem"],
+                                      master_key_stash_file=str(stash))
             kdcs.append(start_kdc(config, directory / "kdc.log"))
         telekey_cmd("principal", "add", "phone1", "--db", postgres_url)
         for kdc in kdcs:

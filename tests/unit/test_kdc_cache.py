@@ -1,14 +1,19 @@
 """kdc.cache.CachedPrincipals: lookups served from memory for `ttl`, then from the database,
 so a change made through another KDC is seen within the TTL."""
 
+import os
+
 from common.crypto import Key
+from common.crypto.master_key import MasterKeys
 from kdc.cache import CachedPrincipals
 from kdc.db import Database
 
+MASTER = MasterKeys.from_master_keys({1: os.urandom(32)})
+
 
 def test_ttl(tmp_path):
-    db = Database(f"sqlite:///{tmp_path}/kdc.db")
-    assert db.migrate() == 2
+    db = Database(f"sqlite:///{tmp_path}/kdc.db", MASTER)
+    assert db.migrate() == 3
     clock = [100.0]
     cache = CachedPrincipals(db, ttl=2.0, clock=lambda: clock[0])
     assert cache.get_principal("phone9") is None
@@ -27,7 +32,7 @@ def test_ttl(tmp_path):
 def test_a_reload_that_finds_the_same_keys_keeps_the_cached_entry(tmp_path):
     """After the TTL the database is read again; unchanged, the entry already in use is kept
     (its keys keep what they derived); a new key replaces it."""
-    db = Database(f"sqlite:///{tmp_path}/kdc.db")
+    db = Database(f"sqlite:///{tmp_path}/kdc.db", MASTER)
     db.migrate()
     db.add_principal("krbtgt/LAB.TEST", [(1, Key.random(18))])
     clock = [100.0]
@@ -42,18 +47,18 @@ def test_a_reload_that_finds_the_same_keys_keeps_the_cached_entry(tmp_path):
     assert changed is not first and changed.keys[0].kvno == 2
 
 
-def test_v1_database_migrates_to_v2_keeping_principals(tmp_path):
+def test_v1_database_migrates_keeping_principals(tmp_path):
     import sqlalchemy as sa
 
     url = f"sqlite:///{tmp_path}/old.db"
-    db = Database(url)
+    db = Database(url, MASTER)
     db.migrate()
     db.add_principal("sigctl/sc1", [(3, Key.random(18))])
     with db.engine.begin() as conn:  # make it look like a version-1 database
         conn.execute(sa.text("DROP TABLE customers"))
         conn.execute(sa.text("UPDATE schema_version SET version = 1"))
-    assert Database(url).migrate() == 2
-    again = Database(url)
+    assert Database(url, MASTER).migrate() == 3
+    again = Database(url, MASTER)
     assert again.get_principal("sigctl/sc1").keys[0].kvno == 3
     again.add_customer("+1 555 0100", "00:1A:2B:3C:4D:5E")
     assert [c.mac for c in again.list_customers()] == ["00:1a:2b:3c:4d:5e"]
