@@ -37,6 +37,7 @@ from telekey.kdc_process import KdcProcess, start_kdc, telekey_cmd, write_kdc_co
 from telekey.mit_realm import free_port, require_tool  # noqa: E402
 
 FIX = ROOT / "tests" / "interop" / "mit"
+(FIX / "kdc.key").chmod(0o600)  # a clean clone has it 0644; the KDC refuses such a key file
 REALM = "EXAMPLE.TEST"
 CONTROLLER = f"sigctl/sc2.example.test@{REALM}"
 EXCHANGES = ("pkinit_dh2048", "pkinit_rsa", "tgs")

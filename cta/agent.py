@@ -5,7 +5,6 @@ TGS with the TGT, seed 004 self-issuance, and the MIT credential cache that hold
 Every private-key operation goes through the device's TokenProvider; the methods block (the
 token has one worker thread) and the daemon calls them from an executor."""
 
-import os
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,6 +39,7 @@ from common.pki.selfcert import KEY_RSA_2048, SelfCertProfile, build_self_issued
 from cta.device import Device
 from cta.provider import TokenEcKey, TokenProvider
 from runtime.kdc_client import credential_from_reply, kdc_exchange
+from runtime.key_files import write_secret_file
 
 P256 = "1.2.840.10045.3.1.7"
 MODES = ("dh", "ecdh", "rsa")
@@ -101,11 +101,10 @@ class Agent:
         kept = tuple(c for c in self.credentials() if c.server != credential.server)
         seconds = int(self.offset.total_seconds())
         micro = int((self.offset.total_seconds() - seconds) * 1e6)
-        temporary = self.ccache.with_suffix(".new")
-        temporary.touch(mode=0o600, exist_ok=True)
-        temporary.write_bytes(encode_ccache(CredentialCache(
+        # A new 0600 file renamed over the cache (a stale temporary file's mode is never
+        # inherited, and no umask widens it).
+        write_secret_file(self.ccache, encode_ccache(CredentialCache(
             self.me, (*kept, credential), kdc_offset=(seconds, micro))))
-        os.replace(temporary, self.ccache)
 
     # PKINIT --------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from common.log import get_logger
 from common.pktc import esp
 from cta.media import MediaSession, write_wav
 from runtime.controller_link import SIP_PORT, ControllerLink
+from runtime.key_files import append_secret_line
 
 log = get_logger("phone")
 
@@ -242,9 +243,8 @@ class Phone(asyncio.DatagramProtocol):
         if self.esp_keylog is None or call.secrets is None or call.remote_media is None:
             return
         sa = call.secrets.esp_in
-        with self.esp_keylog.open("a") as out:
-            out.write(esp.wireshark_esp_sa(call.remote_media.host, self.host, sa.spi, sa.suite,
-                                           sa.keys) + "\n")
+        append_secret_line(self.esp_keylog, esp.wireshark_esp_sa(
+            call.remote_media.host, self.host, sa.spi, sa.suite, sa.keys))
 
     def status(self) -> dict[str, Any]:
         return {"esp_port": self.esp_port, "answer": self.answer_mode,

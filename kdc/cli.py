@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
+import sqlalchemy.exc
 import typer
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -27,7 +28,13 @@ from common.log import configure, get_logger
 from common.pki.certs import build_ca, issue_client_certificate, issue_kdc_certificate
 from kdc.db import Database, default_stash_file
 from kdc.settings import KdcSettings
-from runtime.key_files import read_secret_text, write_private_key, write_secret_file
+from kdc.token import TokenUnavailable
+from runtime.key_files import (
+    read_secret_bytes,
+    read_secret_text,
+    write_private_key,
+    write_secret_file,
+)
 from runtime.master_key_store import MasterKeyring, MasterKeyStore, open_store
 from runtime.settings_file import load_settings
 
@@ -77,13 +84,28 @@ def settings_master_key_store(settings: KdcSettings) -> MasterKeyStore:
 
 
 @contextmanager
-def master_key_errors() -> Iterator[None]:
-    """A master key that cannot be used ends the command with its reason, not a traceback."""
+def command_errors() -> Iterator[None]:
+    """A master key that cannot be used, or a database that refuses the change (a duplicate,
+    a full disk, an unreachable server), ends the command with its reason and exit status 1,
+    not a traceback. The database's own transaction leaves it as it was."""
     try:
         yield
     except (MasterKeyError, PermissionError, FileNotFoundError) as exc:
         typer.echo(f"master key: {exc}", err=True)
         raise typer.Exit(1) from exc
+    except sqlalchemy.exc.IntegrityError as exc:
+        typer.echo(f"database: refused, already there ({_driver_message(exc)})", err=True)
+        raise typer.Exit(1) from exc
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        typer.echo(f"database: {_driver_message(exc)}; nothing was changed", err=True)
+        raise typer.Exit(1) from exc
+
+
+def _driver_message(exc: sqlalchemy.exc.SQLAlchemyError) -> str:
+    """The driver's first line (e.g. "database or disk is full"), never the SQL or its
+    parameters, which may hold wrapped keys."""
+    inner = getattr(exc, "orig", None) or exc
+    return (str(inner).splitlines() or [type(inner).__name__])[0][:200]
 
 
 def load_certificates(paths: list[Path]) -> tuple[x509.Certificate, ...]:
@@ -112,7 +134,7 @@ def build_signer(settings: KdcSettings) -> Signer:
                             settings.pkcs11_pin_file, settings.pkcs11_key_label, cert, chain)
     if settings.kdc_key_file is None:
         raise ValueError("set kdc_key_file or pkcs11_token_label")
-    key = load_pem_private_key(settings.kdc_key_file.read_bytes(), None)
+    key = load_pem_private_key(read_secret_bytes(settings.kdc_key_file), None)
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise ValueError("the KDC key must be RSA or ECDSA")
     return file_signer(key, cert, chain)
@@ -152,7 +174,7 @@ def run(config: Annotated[Path, typer.Option(exists=True, help="TOML settings fi
         typer.echo(f"invalid settings in {config}: {exc} (master_key_stash_file or "
                    "master_key_token_label)", err=True)
         raise typer.Exit(2) from exc
-    with master_key_errors():
+    with command_errors():
         keyring = MasterKeyring(store)
         keyring.keys()  # a missing or unreadable master key stops the KDC here
         Database(settings.database_url, keyring).migrate()
@@ -162,7 +184,7 @@ def run(config: Annotated[Path, typer.Option(exists=True, help="TOML settings fi
         # Built per process: a PKCS#11 session and a database engine must not cross a fork.
         # The keyring is loaded now, so that no request waits for the stash or the token.
         keyring = MasterKeyring(settings_master_key_store(settings))
-        with master_key_errors():
+        with command_errors():
             keys = keyring.keys()
         log.info("master_key", store=keyring.store.describe(), versions=list(keys.versions),
                  current=keys.current)
@@ -171,8 +193,14 @@ def run(config: Annotated[Path, typer.Option(exists=True, help="TOML settings fi
     if settings.workers > 1:
         x509.load_pem_x509_certificate(settings.kdc_cert_file.read_bytes())  # fail early
         run_workers(settings, make_kdc, run_loop)
-    else:
-        run_loop(serve(make_kdc()))
+        return
+    try:
+        kdc = make_kdc()
+    except (OSError, ValueError, TokenUnavailable) as exc:
+        # A key file readable by others, a missing token or PIN file: the reason, no traceback.
+        typer.echo(f"kdc: cannot start: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    run_loop(serve(kdc))
 
 
 @realm_app.command("init")
@@ -193,7 +221,7 @@ def realm_init(
     database) and krbtgt/REALM with random keys; with --pki-dir also a CA, a KDC certificate
     with id-pkinit-san krbtgt/REALM@REALM and a ready kdc.toml."""
     store = master_key_store(db, stash, token, pin_file, pkcs11_module)
-    with master_key_errors():
+    with command_errors():
         made = not store.versions()
         if made:
             store.add_version()
@@ -275,7 +303,7 @@ def principal_add(
     keyring = None
     if random_key or stash or token or default_stash_file(db):
         keyring = MasterKeyring(master_key_store(db, stash, token, pin_file, pkcs11_module))
-    with master_key_errors():
+    with command_errors():
         database = Database(db, keyring)
         database.migrate()
         keys = [(1, Key.random(e)) for e in DEFAULT_ENCTYPES] if random_key else []
@@ -288,13 +316,17 @@ def principal_add(
 
 @principal_app.command("list")
 def principal_list(db: DbOption = "sqlite:///kdc.db") -> None:
-    for name in Database(db).list_principals():
+    with command_errors():
+        names = Database(db).list_principals()
+    for name in names:
         typer.echo(name)
 
 
 @principal_app.command("del")
 def principal_del(name: str, db: DbOption = "sqlite:///kdc.db") -> None:
-    if not Database(db).delete_principal(name):
+    with command_errors():
+        deleted = Database(db).delete_principal(name)
+    if not deleted:
         typer.echo(f"no principal {name}", err=True)
         raise typer.Exit(1)
     typer.echo(f"deleted {name}")
@@ -311,7 +343,7 @@ def principal_ktadd(name: str, keytab: Annotated[Path, typer.Option()],
     """Append the principal's keys to an MIT keytab (for a signaling controller). The keytab
     is rewritten into a new file created with mode 0600 before any key is written."""
     store = master_key_store(db, stash, token, pin_file, pkcs11_module)
-    with master_key_errors():
+    with command_errors():
         entry = Database(db, MasterKeyring(store)).get_principal(name)
         store.close()
     if entry is None or not entry.keys:
@@ -349,7 +381,7 @@ def realm_rekey_master(
     the stash or token the first time they read a key under it, and old versions stay until
     purge-master."""
     store = master_key_store(db, stash, token, pin_file, pkcs11_module)
-    with master_key_errors():
+    with command_errors():
         Database(db, MasterKeyring(store)).migrate()
         if not rewrap_only:
             store.add_version()
@@ -374,7 +406,7 @@ def realm_purge_master(
     """Remove the master key versions that no key in the database is wrapped under (never the
     current one). Run it when no other command that writes keys is running."""
     store = master_key_store(db, stash, token, pin_file, pkcs11_module)
-    with master_key_errors():
+    with command_errors():
         _purge(Database(db, MasterKeyring(store)), store)
         store.close()
 
@@ -392,7 +424,7 @@ def _purge(database: Database, store: MasterKeyStore) -> None:
 
 def _passphrase(path: Path | None, confirm: bool) -> bytes:
     if path is not None:
-        with master_key_errors():
+        with command_errors():
             text = read_secret_text(path)
     else:
         text = typer.prompt("backup passphrase", hide_input=True, confirmation_prompt=confirm)
@@ -415,7 +447,7 @@ def realm_export_master(
     token by C_WrapKey, so the key is never in the clear outside it)."""
     store = master_key_store(db, stash, token, pin_file, pkcs11_module)
     passphrase = _passphrase(passphrase_file, confirm=True)
-    with master_key_errors():
+    with command_errors():
         versions = store.versions()
         data = store.export_backup(passphrase)
         store.close()
@@ -438,7 +470,7 @@ def realm_import_master(
     already there must be the same key)."""
     store = master_key_store(db, stash, token, pin_file, pkcs11_module)
     passphrase = _passphrase(passphrase_file, confirm=False)
-    with master_key_errors():
+    with command_errors():
         added = store.import_backup(in_file.read_bytes(), passphrase)
         versions = store.versions()
         store.close()
@@ -452,22 +484,26 @@ def customer_add(number: Annotated[str, typer.Option(help="Phone number.")],
                  db: DbOption = "sqlite:///kdc.db") -> None:
     """Add an active customer; prints the phone ID an operator certificate must carry."""
     database = Database(db)
-    with master_key_errors():  # migrating a v2 database with keys needs the master key
+    with command_errors():  # migrating a v2 database with keys needs the master key
         database.migrate()
-    customer = database.add_customer(number, mac)
+        customer = database.add_customer(number, mac)
     typer.echo(f"customer {customer.phone_number} mac {customer.mac} "
                f"phone-id {customer.phone_id.hex()}")
 
 
 @customer_app.command("list")
 def customer_list(db: DbOption = "sqlite:///kdc.db") -> None:
-    for c in Database(db).list_customers():
+    with command_errors():
+        customers = Database(db).list_customers()
+    for c in customers:
         typer.echo(f"{c.phone_number}\t{c.mac}\t{'active' if c.active else 'suspended'}\t"
                    f"{c.phone_id.hex()}")
 
 
 def _set_active(number: str, db: str, active: bool) -> None:
-    if not Database(db).set_customer_active(number, active):
+    with command_errors():
+        changed = Database(db).set_customer_active(number, active)
+    if not changed:
         typer.echo(f"no customer {number}", err=True)
         raise typer.Exit(1)
     typer.echo(f"customer {number} {'active' if active else 'suspended'}")

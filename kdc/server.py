@@ -12,11 +12,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sqlalchemy.exc
 import structlog
 from prometheus_client import start_http_server
 
 from common.codes import ErrorCode
-from common.errors import FieldTooLong, KerberosError, MalformedMessage, ResponseTooBig
+from common.errors import (
+    FieldTooLong,
+    KerberosError,
+    MalformedMessage,
+    MasterKeyError,
+    ResponseTooBig,
+)
 from common.kerberos.as_exchange import AsPolicy, PkinitState, handle_as_req, krbtgt_name
 from common.kerberos.lookaside import Lookaside
 from common.kerberos.rate_limit import RateLimiter
@@ -32,6 +39,7 @@ from kdc import metrics
 from kdc.cache import CachedPrincipals
 from kdc.db import Database
 from kdc.settings import KdcSettings
+from kdc.token import TokenUnavailable
 from runtime.process import settle_heap
 
 log = get_logger("kdc")
@@ -43,6 +51,28 @@ class KdcBusy(KerberosError):
     """A source over its AS request rate (TCP only; over UDP it is not answered)."""
 
     code = ErrorCode.KDC_ERR_SVC_UNAVAILABLE
+
+
+class ServiceUnavailable(KerberosError):
+    """What the request needs cannot be had right now (the database is unreachable, a key is
+    wrapped under a master key version this host does not hold, the signing token is gone):
+    the client may try again or another KDC."""
+
+    code = ErrorCode.KDC_ERR_SVC_UNAVAILABLE
+
+
+# Failures of what the KDC depends on, as opposed to bad requests or our bugs.
+_DEPENDENCY_ERRORS = (sqlalchemy.exc.SQLAlchemyError, MasterKeyError, TokenUnavailable)
+_UNAVAILABLE_STATUS = ((sqlalchemy.exc.SQLAlchemyError, "DATABASE_UNAVAILABLE"),
+                       (MasterKeyError, "MASTER_KEY_UNAVAILABLE"),
+                       (TokenUnavailable, "TOKEN_UNAVAILABLE"))
+
+
+def _cause(exc: BaseException) -> str:
+    """A one-line cause for the log: the driver's message, never SQL or its parameters."""
+    inner = getattr(exc, "orig", None) or exc
+    first = (str(inner).splitlines() or [""])[0]
+    return f"{type(inner).__name__}: {first}"[:200]
 
 
 @dataclass
@@ -60,6 +90,7 @@ class Kdc:
     log: Any = None  # the request log: structlog's logger, resolved once
     errors: ErrorReplies = field(init=False)
     connections: ConnectionTable = field(init=False)  # this process's TCP connections
+    unavailable: str | None = None  # the cause while a dependency fails (logged once)
 
     def __post_init__(self) -> None:
         self.errors = ErrorReplies(self.policy.realm, krbtgt_name(self.policy.realm),
@@ -125,11 +156,23 @@ class Kdc:
                 # it would amplify, so it is counted and dropped.
                 metrics.dropped.inc(transport, "malformed")
                 return None
+        except _DEPENDENCY_ERRORS as exc:
+            unavailable = ServiceUnavailable(next(
+                status for kind, status in _UNAVAILABLE_STATUS if isinstance(exc, kind)))
+            self._dependency_failed(unavailable.status, exc)
+            status, code = unavailable.status, int(unavailable.code)
+            reply = self._error(unavailable, now)
         except Exception as exc:  # our bug: log it, answer KRB_ERR_GENERIC "INTERNAL"
             log.exception("internal_error", peer=peer)
             status, code = "INTERNAL", int(ErrorCode.KRB_ERR_GENERIC)
             reply = self._error(exc, now)
-        self.lookaside.put(key, reply, started)
+        # An unavailable answer is not remembered: a retransmission after recovery gets a
+        # real one.
+        if code != ErrorCode.KDC_ERR_SVC_UNAVAILABLE:
+            self.lookaside.put(key, reply, started)
+            if self.unavailable is not None:
+                log.info("service_restored", after=self.unavailable)
+                self.unavailable = None
         if transport == "udp" and len(reply) > self.settings.udp_max_reply_bytes:
             status, code = "RESPONSE_TOO_BIG", int(ErrorCode.KRB_ERR_RESPONSE_TOO_BIG)
             reply = self._error(ResponseTooBig("RESPONSE_TOO_BIG"), now)
@@ -142,6 +185,14 @@ class Kdc:
 
     def _error(self, exc: BaseException, now: datetime) -> bytes:
         return self.errors.reply(exc, now)
+
+    def _dependency_failed(self, status: str, exc: BaseException) -> None:
+        """Log the cause once when a dependency starts failing (not once per request: an
+        outage under load would flood the log), and again when the cause changes."""
+        cause = _cause(exc)
+        if self.unavailable != cause:
+            log.warning("service_unavailable", status=status, cause=cause)
+            self.unavailable = cause
 
 
 class _Udp(asyncio.DatagramProtocol):

@@ -8,7 +8,9 @@ opens its own session after the fork. The PIN is read from a file that must be m
 """
 
 import hashlib
+import time
 from pathlib import Path
+from typing import Any
 
 import pkcs11
 from cryptography import x509
@@ -16,31 +18,81 @@ from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from pkcs11 import KeyType, Mechanism, ObjectClass
 
 from common.crypto.cms import ECDSA_WITH, RSA_WITH, Signer
-from runtime.pkcs11_token import open_session, read_pin
+from runtime.pkcs11_token import load_module, open_session, read_pin
 
-__all__ = ["read_pin", "token_signer"]
+__all__ = ["TokenUnavailable", "read_pin", "token_signer"]
 
 _RSA_MECHANISMS = {"sha1": Mechanism.SHA1_RSA_PKCS, "sha256": Mechanism.SHA256_RSA_PKCS,
                    "sha384": Mechanism.SHA384_RSA_PKCS, "sha512": Mechanism.SHA512_RSA_PKCS}
+
+
+class TokenUnavailable(Exception):
+    """The token, its key or its PIN file cannot be used now (the KDC answers
+    KDC_ERR_SVC_UNAVAILABLE and tries the token again, at most once a second)."""
+
+
+class TokenKey:
+    """The signing key in the token, opened again after the token or its PIN file went
+    missing and came back: SoftHSM invalidates every handle when its token directory goes, and
+    only a module initialised anew finds the token again."""
+
+    RETRY_S = 1.0
+
+    def __init__(self, module: Path, token_label: str, pin_file: Path, key_label: str) -> None:
+        self.module, self.token_label, self.pin_file = module, token_label, pin_file
+        self.key_label = key_label
+        self.key: Any = None
+        self.failed_at: float | None = None
+        self.reason = ""
+        try:  # at start a missing token or PIN file stops the KDC with the reason
+            self._open()
+        except (pkcs11.exceptions.PKCS11Error, OSError) as exc:
+            raise TokenUnavailable(f"token {token_label!r}: {type(exc).__name__} {exc}"
+                                   .strip()) from exc
+
+    def _open(self) -> None:
+        if self.failed_at is not None:  # handles from before the failure are all dead
+            load_module(self.module).reinitialize()
+        session = open_session(self.module, self.token_label, self.pin_file)
+        key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=self.key_label)
+        if not isinstance(key, pkcs11.SignMixin):
+            raise TypeError(f"token object {self.key_label!r} cannot sign")
+        self.key, self.failed_at = key, None
+
+    def sign(self, data: bytes, mechanism: Mechanism) -> bytes:
+        if self.failed_at is not None:
+            if time.monotonic() - self.failed_at < self.RETRY_S:
+                raise TokenUnavailable(self.reason)
+            try:
+                self._open()
+            except (pkcs11.exceptions.PKCS11Error, OSError) as exc:
+                self._failed(exc)
+        try:
+            return bytes(self.key.sign(data, mechanism=mechanism))
+        except pkcs11.exceptions.PKCS11Error as exc:
+            self._failed(exc)
+        raise AssertionError("unreachable")
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failed_at = time.monotonic()
+        self.reason = f"token {self.token_label!r}: {type(exc).__name__} {exc}".strip()
+        raise TokenUnavailable(self.reason) from exc
 
 
 def token_signer(module: Path, token_label: str, pin_file: Path, key_label: str,
                  certificate: x509.Certificate,
                  chain: tuple[x509.Certificate, ...] = ()) -> Signer:
     """A Signer whose private key is the token object labelled `key_label`."""
-    session = open_session(module, token_label, pin_file)  # kept open for the process's life
-    key = session.get_key(object_class=ObjectClass.PRIVATE_KEY, label=key_label)
-    if not isinstance(key, pkcs11.SignMixin):
-        raise TypeError(f"token object {key_label!r} cannot sign")
-    if key.key_type == KeyType.RSA:
+    token_key = TokenKey(module, token_label, pin_file, key_label)
+    if token_key.key.key_type == KeyType.RSA:
         def sign_rsa(data: bytes, digest: str) -> bytes:
-            return bytes(key.sign(data, mechanism=_RSA_MECHANISMS[digest]))
+            return token_key.sign(data, _RSA_MECHANISMS[digest])
 
         return Signer(certificate, chain, sign_rsa, RSA_WITH)
 
     def sign_ec(data: bytes, digest: str) -> bytes:
         # SoftHSM offers only CKM_ECDSA: hash outside, convert r||s to DER.
-        raw = bytes(key.sign(hashlib.new(digest, data).digest(), mechanism=Mechanism.ECDSA))
+        raw = token_key.sign(hashlib.new(digest, data).digest(), Mechanism.ECDSA)
         half = len(raw) // 2
         return encode_dss_signature(int.from_bytes(raw[:half], "big"),
                                     int.from_bytes(raw[half:], "big"))

@@ -11,10 +11,9 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 def write_private_key(path: Path, key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
                       | x25519.X25519PrivateKey) -> None:
-    """PEM PKCS#8, created with mode 0600 before any key byte is written."""
-    path.touch(mode=0o600, exist_ok=True)
-    path.chmod(0o600)
-    path.write_bytes(key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+    """PEM PKCS#8 in a file created with mode 0600 before any key byte is written."""
+    write_secret_file(path, key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8,
+                                              NoEncryption()))
 
 
 def write_secret_file(path: Path, data: bytes) -> None:
@@ -45,10 +44,28 @@ def write_secret_file(path: Path, data: bytes) -> None:
         os.close(directory)
 
 
+def read_secret_bytes(path: Path) -> bytes:
+    """A private key or other secret from a file that must not be readable by group or
+    others (PermissionError, naming the file, otherwise)."""
+    with open(path, "rb") as file:
+        if os.fstat(file.fileno()).st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise PermissionError(f"{path} must not be readable by group or others "
+                                  "(chmod 600)")
+        return file.read()
+
+
 def read_secret_text(path: Path) -> str:
     """A PIN or passphrase from a file that must not be readable by group or others;
     surrounding whitespace (the final newline) is dropped."""
-    mode = path.stat().st_mode
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise PermissionError(f"{path} must not be readable by group or others (chmod 600)")
-    return path.read_text().strip()
+    return read_secret_bytes(path).decode().strip()
+
+
+def append_secret_line(path: Path, line: str) -> None:
+    """Append a line to a file of secrets (ESP key logs for labs): created 0600, and made
+    0600 before anything is added if it was wider."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (line.rstrip("\n") + "\n").encode())
+    finally:
+        os.close(fd)

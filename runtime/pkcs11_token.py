@@ -42,9 +42,10 @@ def open_session(module: Path, token_label: str, pin_file: Path,
                  rw: bool = False) -> pkcs11.Session:
     """A logged-in session on the token labelled `token_label` (found by label, never by
     slot). Keep it open: closing a process's last session on a token logs it out."""
+    pin = read_pin(pin_file)  # first: a PIN file others can read is refused in any case
     token = load_module(module).get_token(token_label=token_label)
     try:
-        session: pkcs11.Session = token.open(rw=rw, user_pin=read_pin(pin_file))
+        session: pkcs11.Session = token.open(rw=rw, user_pin=pin)
     except UserAlreadyLoggedIn:
         session = token.open(rw=rw)
     return session

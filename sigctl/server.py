@@ -31,6 +31,7 @@ from common.pktc import esp
 from common.pktc.km_server import ControllerSa, Exchange, KeyManagementServer
 from runtime.controller_link import SIP_PORT, ControllerAddress, ControllerLink
 from runtime.kdc_client import keytab_login
+from runtime.key_files import append_secret_line
 from runtime.process import settle_heap
 from runtime.prometheus import child
 from sigctl import metrics, workers
@@ -262,8 +263,7 @@ class Controller:
                                       sa.inbound.keys),
                  esp.wireshark_esp_sa(ours, sa.peer[0], sa.outbound.spi, sa.outbound.suite,
                                       sa.outbound.keys)]
-        with path.open("a") as out:
-            out.write("\n".join(lines) + "\n")
+        append_secret_line(path, "\n".join(lines))
 
 
 class _Datagrams(asyncio.DatagramProtocol):

@@ -32,3 +32,13 @@ def fuzz_examples(default: int) -> int:
     import os
 
     return int(os.environ.get("TELEKEY_FUZZ_EXAMPLES", default))
+
+
+def _private_fixture_keys() -> None:
+    """git keeps no file mode but the executable bit, so a clean clone has MIT's fixture keys
+    readable by all; the KDC refuses a key file that others can read. Made 0600 once here."""
+    for key in MIT_FIXTURES.glob("*.key"):
+        key.chmod(0o600)
+
+
+_private_fixture_keys()

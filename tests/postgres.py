@@ -19,25 +19,52 @@ def _bin(name: str) -> str:
     return found[-1]
 
 
+class PostgresServer:
+    """A fresh server in its own directory, on a free loopback port, that a test can stop and
+    start again (an outage)."""
+
+    def __init__(self) -> None:
+        self.directory = tempfile.mkdtemp(prefix="telekey-pg-", dir="/tmp")
+        os.chmod(self.directory, 0o755)
+        shutil.chown(self.directory, "postgres")
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.data = f"{self.directory}/data"
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        subprocess.run([*_AS_POSTGRES, _bin("initdb"), "-D", self.data, "-A", "trust", "-U",
+                        "postgres"], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        subprocess.run([*_AS_POSTGRES, _bin("pg_ctl"), "-D", self.data, "-o",
+                        f"-k {self.directory} -p {self.port} -h 127.0.0.1", "-l",
+                        f"{self.directory}/log", "-w", "start"], check=True,
+                       capture_output=True, timeout=120)
+
+    def stop(self) -> None:
+        subprocess.run([*_AS_POSTGRES, _bin("pg_ctl"), "-D", self.data, "-m", "fast", "stop"],
+                       capture_output=True, timeout=120, check=False)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+_AS_POSTGRES = ["runuser", "-u", "postgres", "--"]
+
+
 @contextmanager
 def postgres_server() -> Iterator[str]:
     """Yield a SQLAlchemy URL of a fresh server; stop and delete it afterwards."""
-    directory = tempfile.mkdtemp(prefix="telekey-pg-", dir="/tmp")
-    os.chmod(directory, 0o755)
-    shutil.chown(directory, "postgres")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    as_postgres = ["runuser", "-u", "postgres", "--"]
-    data = f"{directory}/data"
-    subprocess.run([*as_postgres, _bin("initdb"), "-D", data, "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True, timeout=120)
-    subprocess.run([*as_postgres, _bin("pg_ctl"), "-D", data, "-o",
-                    f"-k {directory} -p {port} -h 127.0.0.1", "-l", f"{directory}/log", "-w",
-                    "start"], check=True, capture_output=True, timeout=120)
+    with running_postgres() as server:
+        yield server.url
+
+
+@contextmanager
+def running_postgres() -> Iterator[PostgresServer]:
+    server = PostgresServer()
+    server.start()
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+        yield server
     finally:
-        subprocess.run([*as_postgres, _bin("pg_ctl"), "-D", data, "-m", "fast", "stop"],
-                       capture_output=True, timeout=120, check=False)
-        shutil.rmtree(directory, ignore_errors=True)
+        server.remove()

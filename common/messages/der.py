@@ -10,6 +10,7 @@ no components outside the schema. Single-byte tags only (all Kerberos/PKINIT/CMS
 
 import dataclasses
 import functools
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -238,6 +239,9 @@ class Compiler:
         self._decoders: dict[int, Decoder] = {}  # by id(schema), like _names: pinned by _keep
         self._encoders: dict[int, Encoder] = {}
         self._keep: list[base.Asn1Type] = []
+        # Generating is serialised: a second thread must not find a schema's name before its
+        # functions exist. Once generated, lookups take no lock.
+        self._lock = threading.RLock()
         self._ns: dict[str, Any] = {
             "_bad": _bad, "read_header": read_header, "raw_tlv": raw_tlv,
             "encode_length": encode_length, "integer_contents": integer_contents,
@@ -252,13 +256,15 @@ class Compiler:
     def decoder(self, schema: base.Asn1Type) -> Decoder:
         decode = self._decoders.get(id(schema))
         if decode is None:
-            decode = self._decoders[id(schema)] = self._ns["d_" + self._name(schema)]
+            with self._lock:
+                decode = self._decoders[id(schema)] = self._ns["d_" + self._name(schema)]
         return decode
 
     def encoder(self, schema: base.Asn1Type) -> Encoder:
         encode = self._encoders.get(id(schema))
         if encode is None:
-            encode = self._encoders[id(schema)] = self._ns["e_" + self._name(schema)]
+            with self._lock:
+                encode = self._encoders[id(schema)] = self._ns["e_" + self._name(schema)]
         return encode
 
     def _name(self, schema: base.Asn1Type) -> str:

@@ -3,7 +3,10 @@ of every module (at module level and inside functions):
 - `common/` imports no asyncio, no sockets, no settings, no `runtime`, no daemon, no `telekey`;
 - `runtime/` imports no daemon and not `telekey`;
 - a daemon imports no other daemon and not `telekey`;
-- nothing but `telekey/` itself imports `telekey`."""
+- nothing but `telekey/` itself imports `telekey`.
+One exception: the lean DER codec (`common/messages/der.py`) takes a `threading` lock while it
+generates a schema's functions, so that threads decoding at once never meet one half made; it
+starts no thread."""
 
 import ast
 from pathlib import Path
@@ -44,10 +47,14 @@ def _imports(path: Path) -> set[str]:
     return names
 
 
+ALLOWED = {"common/messages/der.py": {"threading"}}
+
+
 def _offenders(package: str) -> dict[str, list[str]]:
     offenders = {}
     for path in sorted((ROOT / package).rglob("*.py")):
-        bad = _imports(path) & (FORBIDDEN[package] | {"__import__", "."})
+        allowed = ALLOWED.get(str(path.relative_to(ROOT)), set())
+        bad = _imports(path) & (FORBIDDEN[package] | {"__import__", "."}) - allowed
         if bad:
             offenders[str(path.relative_to(ROOT))] = sorted(bad)
     return offenders

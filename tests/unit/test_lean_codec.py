@@ -158,3 +158,25 @@ def test_a_kept_type_decodes_once_per_bytes():
     for _ in range(2):
         with pytest.raises(MalformedMessage):
             decode_ap_req(broken)
+
+
+def test_first_use_from_many_threads_at_once():
+    """Schemas compiled on first use by threads racing each other (a device agent's token
+    thread and its event loop; clients in threads): every thread gets working functions."""
+    import concurrent.futures
+
+    from common.messages.base import _BY_SCHEMA
+    from common.messages.der import Compiler
+
+    data = (MIT_FIXTURES / "asreq_pkinit_dh.der").read_bytes()
+    def first_use(compiler: Compiler, schema: object) -> list:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            return list(pool.map(lambda _: compiler.decoder(schema), range(32)))
+
+    for _ in range(5):  # a fresh compiler each time: every schema compiled on first use
+        found = first_use(Compiler(lambda schema_cls: _BY_SCHEMA.get(schema_cls)),
+                          rfc4120.AS_REQ())
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            decoded = list(pool.map(lambda decode: decode(data, 0, len(data)), found))
+        assert len({id(f) for f in found}) == 1
+        assert all(d == decoded[0] for d in decoded)
