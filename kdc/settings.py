@@ -61,9 +61,10 @@ class KdcSettings(BaseSettings):
     """Lifetime of tickets for signaling controllers (`sigctl/...`): 7 days (seeds 000, 001)."""
     max_record_bytes: int = 65_536
     """Largest TCP record accepted (RFC 4120 §7.2.2); larger gets KRB_ERR_FIELD_TOOLONG."""
-    udp_max_reply_bytes: int = 1400
-    """Largest UDP reply; a larger one becomes KRB_ERR_RESPONSE_TOO_BIG (the client retries
-    over TCP)."""
+    udp_max_reply_bytes: int = 4096
+    """Largest UDP reply, as MIT's `kdc_max_dgram_reply_size` (4096 by default); a larger one
+    becomes KRB_ERR_RESPONSE_TOO_BIG (MIT's client retries over TCP, Heimdal's does not).
+    A PKINIT reply is 2-3 KB."""
     workers: int = 1
     """Processes sharing the port (SO_REUSEPORT), e.g. one per core."""
     max_tcp_connections: int = 512

@@ -149,7 +149,7 @@ def chain_thumbprint(signed: SignedData) -> bytes:
             parts += (b"I", len(ias.issuer).to_bytes(4, "big"), ias.issuer,
                       str(ias.serial_number).encode(), b"\0")
         else:
-            ski = info.sid.subject_key_identifier or b""
+            ski = info.sid.key_identifier or b""
             parts += (b"K", len(ski).to_bytes(4, "big"), ski)
     for der in signed.certificates or ():
         parts += (len(der).to_bytes(4, "big"), der)
@@ -170,7 +170,7 @@ def _sid_matches(sid: SignerIdentifier, cert: x509.Certificate) -> bool:
         ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
     except x509.ExtensionNotFound:
         return False
-    return sid.subject_key_identifier == ski
+    return sid.key_identifier == ski
 
 
 def signer_certificate(signed: SignedData,

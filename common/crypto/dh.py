@@ -113,6 +113,11 @@ class DhKeyPair:
         return secret.rjust((p.bit_length() + 7) // 8, b"\x00")
 
 
+# The OpenSSL inside pyca/cryptography refuses to generate keys in MODP group 2 (1024 bits):
+# the smallest group telekey can take part in.
+SMALLEST_DH_BITS = 2048
+
+
 def generate_dh(group: ModpGroup) -> DhKeyPair:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

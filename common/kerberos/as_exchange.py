@@ -45,7 +45,15 @@ from common.crypto.cms import (
     signer_certificate,
     verify_signed_data,
 )
-from common.crypto.dh import generate_dh, generate_ecdh, identify_group, known_groups
+from common.crypto.dh import (
+    SMALLEST_DH_BITS,
+    DhKeyPair,
+    ModpGroup,
+    generate_dh,
+    generate_ecdh,
+    identify_group,
+    known_groups,
+)
 from common.crypto.hmac_states import hmac_digest
 from common.crypto.keys import Key
 from common.crypto.pkinit_kdf import KDF_HASHES, octetstring2key, pkinit_kdf
@@ -173,6 +181,8 @@ class AsPolicy:
     crls: tuple[x509.CertificateRevocationList, ...] = ()
     unprovisioned_numbers: tuple[str, ...] = ()
     require_freshness: bool = False  # RFC 8070: refuse PKINIT requests without a token
+    # How the KDC makes a fresh DH key (a parameter so that tests can hand it a chosen one).
+    dh_keygen: Callable[[ModpGroup], DhKeyPair] = generate_dh
 
     @property
     def devices(self) -> DevicePolicy:
@@ -257,7 +267,7 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
     if pa is not None:
         pk_as_rep, reply_key, authorization_data = _pkinit(
             pa, req, data, reply_enctype, policy, now, replay, state, customers, freshness_key,
-            random)
+            random, notes)
         reply_padata: tuple[PaData, ...] = (PaData(PaDataType.PA_PK_AS_REP, pk_as_rep),)
     elif enc_timestamp is not None and client.keys:
         reply_key = _verify_enc_timestamp(enc_timestamp.padata_value, client, policy, now,
@@ -303,7 +313,7 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
 def _pkinit(pa: PaData, req: KdcReq, data: bytes, reply_enctype: int, policy: AsPolicy,
             now: datetime, replay: ReplayCache | None, state: PkinitState | None,
             customers: CustomerStore | None, freshness_key: bytes,
-            random: Callable[[int], bytes]
+            random: Callable[[int], bytes], notes: dict[str, str] | None = None
             ) -> tuple[bytes, Key, tuple[AuthorizationDataEntry, ...]]:
     """PKINIT (RFC 4556 §3.2.2): (DER PA-PK-AS-REP, reply key, the certificate's
     authorization data)."""
@@ -322,7 +332,7 @@ def _pkinit(pa: PaData, req: KdcReq, data: bytes, reply_enctype: int, policy: As
         pk_as_rep, reply_key = _rsa_reply(auth_pack, cert, data, reply_enctype, policy, random)
     else:
         pk_as_rep, reply_key = _dh_reply(auth_pack, req, data, reply_enctype, policy, random,
-                                         state, now)
+                                         state, now, notes)
     return pk_as_rep, reply_key, binding.authorization_data
 
 
@@ -394,8 +404,8 @@ def _verify_pk_authenticator(auth_pack: AuthPack, req: KdcReq, data: bytes,
     pk = auth_pack.pk_authenticator
     if abs(pk.ctime - now) > policy.max_skew:
         raise ClockSkew("CTIME_SKEW", f"ctime {pk.ctime.isoformat()}")
-    if pk.nonce != req.req_body.nonce:
-        raise PreauthFailed("NONCE_MISMATCH")
+    # The PKAuthenticator's nonce "does not need to match with the nonce in the KDC-REQ-BODY"
+    # (RFC 4556 §3.2.1): it is bound by the signature, and KDCDHKeyInfo echoes it.
     if pk.pa_checksum is None:
         raise PaChecksumMissing("PA_CHECKSUM_MISSING")
     body = received_req_body(data)
@@ -463,9 +473,16 @@ def _verify_freshness(token: bytes | None, key: bytes, policy: AsPolicy, now: da
         raise PreauthExpired("FRESHNESS_TOKEN_EXPIRED")
 
 
+def _usable_dh_bits(policy: AsPolicy) -> int:
+    """The smallest MODP group the KDC uses: the policy's, but never below what the crypto
+    library can generate keys in (a min_dh_bits of 1024 still refuses group 2, with error 65
+    and the groups that work, rather than failing inside the library)."""
+    return max(policy.min_dh_bits, SMALLEST_DH_BITS)
+
+
 def _accepted_dh_parameters(policy: AsPolicy) -> bytes:
     """TD-DH-PARAMETERS listing the groups we accept, smallest first (RFC 4556 §3.2.2)."""
-    groups = [g for g in known_groups() if policy.min_dh_bits <= g.bits <= 4096]
+    groups = [g for g in known_groups() if _usable_dh_bits(policy) <= g.bits <= 4096]
     params = tuple(AlgorithmIdentifier(DH_PUBLIC_NUMBER, encode_domain_parameters(
         DomainParameters(g.p, g.g, g.q, None, None))) for g in groups)
     return encode_typed_data((TypedDataEntry(TypedDataType.TD_DH_PARAMETERS,
@@ -486,7 +503,7 @@ def _reused(state: PkinitState | None, policy: AsPolicy, kind: tuple[str, int | 
 
 def _dh_reply(auth_pack: AuthPack, req: KdcReq, data: bytes, enctype: int, policy: AsPolicy,
               random: Callable[[int], bytes], state: PkinitState | None,
-              now: datetime) -> tuple[bytes, Key]:
+              now: datetime, notes: dict[str, str] | None = None) -> tuple[bytes, Key]:
     """(DER PA-PK-AS-REP, reply key) for the DH/ECDH key-delivery method."""
     expiration = None
     spki = auth_pack.client_public_value
@@ -494,14 +511,26 @@ def _dh_reply(auth_pack: AuthPack, req: KdcReq, data: bytes, enctype: int, polic
     if spki.algorithm.algorithm == DH_PUBLIC_NUMBER and spki.algorithm.parameters:
         params = decode_domain_parameters(spki.algorithm.parameters)
         group = identify_group(params.p, params.g)
-        if group is None or group.bits < policy.min_dh_bits:
+        if group is None or group.bits < _usable_dh_bits(policy):
             raise DhParametersNotAccepted("DH_GROUP_NOT_ACCEPTED",
                                           f"{params.p.bit_length()} bits",
                                           e_data=_accepted_dh_parameters(policy))
-        ours, expiration = _reused(state, policy, ("dh", group.number), now,
-                                   lambda: generate_dh(group))
         try:
-            secret = ours.shared_secret(decode_dh_public_value(spki.subject_public_key))
+            peer = decode_dh_public_value(spki.subject_public_key)
+            ours, expiration = _reused(state, policy, ("dh", group.number), now,
+                                       lambda: policy.dh_keygen(group))
+            secret = ours.shared_secret(peer)
+            # Heimdal hashes a shared secret that starts with a zero byte without that byte
+            # (about one login in 256 fails, against any KDC). A fresh key costs 0.3 ms, so a
+            # KDC that does not reuse its key picks another until the secret has no leading
+            # zero; a reused key cannot be changed for one client.
+            retries = 0
+            while secret[0] == 0 and expiration is None and retries < 64:
+                ours = policy.dh_keygen(group)
+                secret = ours.shared_secret(peer)
+                retries += 1
+            if retries and notes is not None:
+                notes["dh_retries"] = str(retries)
         except ValueError as exc:
             raise PreauthFailed("BAD_DH_PUBLIC_VALUE", str(exc)) from exc
         our_public = encode_dh_public_value(ours.public_value)
@@ -519,10 +548,15 @@ def _dh_reply(auth_pack: AuthPack, req: KdcReq, data: bytes, enctype: int, polic
         raise DhParametersNotAccepted("KEY_AGREEMENT_NOT_ACCEPTED", spki.algorithm.algorithm,
                                       e_data=_accepted_dh_parameters(policy))
 
+    server_nonce = random(32) if auth_pack.client_dh_nonce is not None else None
+    if server_nonce is not None and expiration is None:
+        # RFC 4556 §3.2.3.1: with serverDHNonce the KDC includes dhKeyExpiration, and Heimdal
+        # and Windows refuse a reply without it. A fresh key is never used again: it expires
+        # now, stated with the allowed clock skew so that no client finds it already past.
+        expiration = now.replace(microsecond=0) + policy.max_skew
     key_info = KdcDhKeyInfo(our_public, auth_pack.pk_authenticator.nonce, expiration)
     signed = sign_signed_data(ID_PKINIT_DHKEY_DATA, encode_kdc_dh_key_info(key_info),
                               policy.kdc_signer)
-    server_nonce = random(32) if auth_pack.client_dh_nonce is not None else None
     offered = [k.kdf_id for k in auth_pack.supported_kdfs or ()]
     kdf = next((oid for oid in KDF_PREFERENCE if oid in offered and oid in KDF_HASHES), None)
     pk_as_rep = encode_pa_pk_as_rep(PaPkAsRep(

@@ -31,8 +31,8 @@ from pyasn1.type import base, char, tag, univ, useful
 from common.errors import MalformedMessage
 from common.messages.der import Compiler, integer_contents, raw_tlv
 from common.messages.primitives import (
-    FLAGS_BITS,
     KerberosFlags,
+    flags_value,
     format_kerberos_time,
     parse_kerberos_time,
 )
@@ -150,9 +150,7 @@ def to_python(obj: Any) -> Any:
     if isinstance(obj, univ.OctetString):
         return obj.asOctets()
     if isinstance(obj, KerberosFlags):
-        if len(obj) != FLAGS_BITS:
-            raise MalformedMessage("BAD_FLAGS_LENGTH", f"{len(obj)} bits")
-        return int(obj)
+        return flags_value(int(obj), len(obj)) if len(obj) else 0
     if isinstance(obj, univ.BitString):
         return obj.asOctets()
     if isinstance(obj, univ.ObjectIdentifier):

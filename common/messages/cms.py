@@ -70,6 +70,12 @@ class IssuerAndSerialNumber:
 class SignerIdentifier:
     issuer_and_serial_number: IssuerAndSerialNumber | None
     subject_key_identifier: bytes | None
+    subject_key_identifier_explicit: bytes | None = None  # Heimdal's form (asn1/rfc5652.py)
+
+    @property
+    def key_identifier(self) -> bytes | None:
+        """The subjectKeyIdentifier, in whichever form it came."""
+        return self.subject_key_identifier or self.subject_key_identifier_explicit
 
 
 @asn1_type(asn1.SignerInfo)

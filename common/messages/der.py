@@ -20,6 +20,7 @@ from common.errors import MalformedMessage
 from common.messages.primitives import (
     FLAGS_BITS,
     KerberosFlags,
+    flags_value,
     format_kerberos_time,
     parse_kerberos_time,
 )
@@ -111,9 +112,7 @@ def _bits_from(data: bytes, start: int, end: int) -> tuple[int, int]:
 
 def _flags_from(data: bytes, start: int, end: int) -> int:
     value, nbits = _bits_from(data, start, end)
-    if nbits != FLAGS_BITS:
-        raise _bad("BAD_FLAGS_LENGTH", start)
-    return value
+    return value if nbits == FLAGS_BITS else flags_value(value, nbits)
 
 
 def _bitstring_bytes_from(data: bytes, start: int, end: int) -> bytes:

@@ -38,11 +38,22 @@ class CertificateSerialNumber(univ.Integer):
 
 
 class KerberosFlags(univ.BitString):
-    """RFC 4120 §5.2.8 KerberosFlags, BIT STRING (SIZE (32..MAX)); Python value is an int.
+    """RFC 4120 §5.2.8 KerberosFlags, BIT STRING (SIZE (32..MAX)); Python value is an int of
+    32 bits, bit 0 the most significant. telekey sends exactly 32 bits.
 
-    telekey accepts exactly 32 bits, what every implementation sends: a longer string could not
-    be re-encoded byte-identically from the int, and checksums over received bodies need that.
+    Leniency: a string of any length is accepted, as MIT does (one deployed client sends a
+    9-bit KDCOptions, `03 03 07 50 80`): a shorter one is padded with zero bits, a longer one's
+    bits beyond 31 are dropped (`flags_value`). Such a message does not re-encode to the same
+    bytes, so what is checked over a received body (PKINIT paChecksum, the TGS authenticator
+    checksum) uses the bytes as received.
     """
+
+
+def flags_value(bits: int, nbits: int) -> int:
+    """The 32-bit flags int of a BIT STRING of `nbits` bits whose value is `bits`."""
+    if nbits <= FLAGS_BITS:
+        return bits << (FLAGS_BITS - nbits)
+    return bits >> (nbits - FLAGS_BITS)
 
 
 class KerberosString(char.GeneralString):

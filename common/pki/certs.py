@@ -82,9 +82,14 @@ def issue_client_certificate(ca: x509.Certificate, ca_key: PrivateKey,
                   ID_PKINIT_KP_CLIENT_AUTH, now, lifetime)
 
 
-# Phone ID extension of operator-issued device certificates (DESIGN.md §2): an OCTET STRING
-# holding SHA-256 of the phone number. telekey has no enterprise number, so the OID is the
-# UUID-derived arc 2.25.<uuid> (ITU-T X.667), which needs no registration.
+# The phone ID of an operator-issued device certificate (DESIGN.md §2), SHA-256 of the phone
+# number, is the subject's serialNumber attribute (2.5.4.5) in hex: a standard field that every
+# certificate library keeps (64 hex digits, exactly X.520's upper bound for serialNumber).
+#
+# Certificates issued before carried it in a private extension instead, an OCTET STRING under
+# the UUID-derived arc below (ITU-T X.667). That OID has an arc above 2^32-1, and Heimdal's
+# certificate library silently drops any certificate carrying it; it is still read
+# (device_policy.phone_id_of), never written.
 PHONE_ID_OID = "2.25.147685396830501606439889228675142073421"
 
 
@@ -101,18 +106,19 @@ def issue_device_certificate(ca: x509.Certificate, ca_key: PrivateKey,
                              phone_id_value: bytes | None = None,
                              organization: str = "Manufacturer") -> x509.Certificate:
     """A device certificate with the MAC as subject CN and no PKINIT SAN: a factory certificate
-    (manufacturer CA) or, with `phone_id_value`, an operator-issued one (operator CA)."""
-    builder = (x509.CertificateBuilder().subject_name(_name(mac, organization))
+    (manufacturer CA) or, with `phone_id_value` (the subject's serialNumber, in hex), an
+    operator-issued one (operator CA)."""
+    subject = _name(mac, organization)
+    if phone_id_value is not None:
+        subject = x509.Name([*subject, x509.NameAttribute(NameOID.SERIAL_NUMBER,
+                                                          phone_id_value.hex())])
+    builder = (x509.CertificateBuilder().subject_name(subject)
                .issuer_name(ca.subject).public_key(public)
                .serial_number(x509.random_serial_number())
                .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + lifetime)
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=False)
                .add_extension(x509.KeyUsage(True, False, True, False, True, False, False, False,
                                             False), critical=False))
-    if phone_id_value is not None:
-        der = b"\x04" + bytes([len(phone_id_value)]) + phone_id_value
-        builder = builder.add_extension(
-            x509.UnrecognizedExtension(ObjectIdentifier(PHONE_ID_OID), der), critical=False)
     return builder.sign(ca_key, hashes.SHA256())
 
 

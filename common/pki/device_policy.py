@@ -100,6 +100,12 @@ def mac_principal(cert: x509.Certificate) -> str | None:
 
 
 def phone_id_of(cert: x509.Certificate) -> bytes | None:
+    """The phone ID of an operator device certificate: its subject serialNumber of 40 or 64
+    hex digits (SHA-1 or SHA-256), or the legacy private extension (common/pki/certs.py)."""
+    for attribute in cert.subject.get_attributes_for_oid(x509.NameOID.SERIAL_NUMBER):
+        value = str(attribute.value).strip()
+        if len(value) in (40, 64) and all(c in "0123456789abcdefABCDEF" for c in value):
+            return bytes.fromhex(value)
     for extension in cert.extensions:
         if extension.oid.dotted_string == PHONE_ID_OID:
             raw = extension.value.value

@@ -266,6 +266,7 @@ def _with_pac_request(as_req: bytes) -> bytes:
     return encode_as_req(replace(request, padata=(*(request.padata or ()), extra)))
 
 
+@pytest.mark.parametrize("kdc", [{"udp_max_reply_bytes": 1400}], indirect=True)
 def test_udp_too_big_then_tcp_retry_gets_the_reply(kdc):
     """MIT's client sends the same request over TCP after KRB_ERR_RESPONSE_TOO_BIG: that is a
     retransmission, not a replay, and gets the AS-REP (the lookaside cache keeps it)."""
@@ -283,6 +284,40 @@ def test_udp_too_big_then_tcp_retry_gets_the_reply(kdc):
         sock.sendto(data, ("127.0.0.1", kdc.port))  # a UDP retransmission: still too big
         assert decode_krb_error(sock.recv(65536)).error_code == 52
     assert _exchange_tcp(kdc.port, data)[:1] == b"\x6b"  # AS-REP
+
+
+def test_mit_kinit_pkinit_over_udp_is_answered_on_udp(kdc, tmp_path):
+    """MIT's client sends a request over `udp_preference_limit` (1465 bytes by default) by TCP
+    first, and a PKINIT AS-REQ is larger: with the limit raised, kinit uses UDP, and the KDC
+    answers the PKINIT reply on UDP (up to udp_max_reply_bytes, 4096 as MIT's KDC). The
+    capture shows no TCP at all."""
+    import time
+
+    capture = tmp_path / "udp.pcapng"
+    tshark = subprocess.Popen(["tshark", "-i", "lo", "-f", f"port {kdc.port}", "-w",
+                               str(capture)], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        line = ""
+        while "Capturing on" not in line and time.monotonic() < deadline:
+            line = tshark.stderr.readline()
+        assert "Capturing on" in line
+        env = mit_env(tmp_path, kdc.port, " udp_preference_limit = 8192\n")
+        result = kinit(env)
+        assert result.returncode == 0, result.stderr[-3000:]
+        time.sleep(1)
+    finally:
+        tshark.terminate()
+        tshark.wait(timeout=30)
+    def count(display_filter):
+        out = subprocess.run(["tshark", "-r", str(capture), "-Y", display_filter],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        return len(out.splitlines())
+
+    assert count(f"tcp.port == {kdc.port}") == 0
+    assert count(f"udp.srcport == {kdc.port} && udp.length > 1400") >= 1  # the PKINIT reply
+    assert "Sending request" in result.stderr and "UDP" in result.stderr
 
 
 def test_bad_requests_get_their_codes_and_kdc_keeps_serving(kdc):

@@ -131,14 +131,18 @@ def test_years_before_1000_keep_four_digits():
     assert decode_pa_enc_ts_enc(data).patimestamp == when
 
 
-@pytest.mark.parametrize("bits", ["03050120000000", "0306000000000000", "030400000000"])
-def test_flags_other_than_32_bits_rejected(bits):
-    """31, 40 and 24 bits: RFC 4120 says 32..MAX, telekey takes exactly 32 (docs/protocol.md)."""
-    good = encode_ap_req_with_flags("03050020000000")
-    assert decode_ap_req(good).ap_options == 0x20000000
-    with pytest.raises(MalformedMessage) as err:
-        decode_ap_req(encode_ap_req_with_flags(bits))
-    assert err.value.status == "BAD_FLAGS_LENGTH"
+@pytest.mark.parametrize("bits, value", [
+    ("03050020000000", 0x20000000),   # 32 bits: what telekey sends
+    ("03050120000000", 0x20000000),   # 31 bits, padded
+    ("0303075080", 0x50800000),       # 9 bits, as one deployed client sends KDCOptions
+    ("0306002000000080", 0x20000000),  # 40 bits: bits beyond 31 dropped
+    ("030400000000", 0),              # 24 bits
+    ("0301 00".replace(" ", ""), 0),  # no bits at all
+])
+def test_flags_of_any_length_are_read(bits, value):
+    """RFC 4120 §5.2.8 says SIZE (32..MAX); like MIT, telekey reads any length (a documented
+    leniency, docs/protocol.md) and writes 32."""
+    assert decode_ap_req(encode_ap_req_with_flags(bits)).ap_options == value
 
 
 def encode_ap_req_with_flags(flags_tlv: str) -> bytes:

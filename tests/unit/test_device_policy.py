@@ -182,3 +182,33 @@ def test_device_restriction_known_answer():
     assert encode_device_restriction(value) == expected
     assert encode_der_reference(value, Schema()) == expected
     assert decode_device_restriction(expected) == value
+
+
+def test_phone_id_in_the_subject_serial_number_and_the_legacy_extension_still_read():
+    """New operator certificates carry the phone ID as the subject's serialNumber (a field
+    Heimdal keeps) and no private OID (one with an arc above 2^32-1 made Heimdal drop the
+    certificate); a certificate with the old extension still logs in."""
+    from cryptography.x509.oid import ObjectIdentifier
+
+    from common.pki.certs import PHONE_ID_OID
+    from common.pki.device_policy import phone_id_of
+
+    pid = phone_id("+1 555 0100")
+    new = operator_certificate()
+    assert [a.value for a in new.subject.get_attributes_for_oid(
+        x509.NameOID.SERIAL_NUMBER)] == [pid.hex()]
+    assert all(e.oid.dotted_string != PHONE_ID_OID for e in new.extensions)
+    assert phone_id_of(new) == pid
+    legacy = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, MAC)]))
+              .issuer_name(OPERATOR_CA.subject).public_key(DEVICE_KEY.public_key())
+              .serial_number(x509.random_serial_number())
+              .not_valid_before(NOW - timedelta(minutes=5))
+              .not_valid_after(NOW + timedelta(days=30))
+              .add_extension(x509.UnrecognizedExtension(ObjectIdentifier(PHONE_ID_OID),
+                                                        b"\x04\x20" + pid), critical=False)
+              .sign(OPERATOR_KEY, hashes.SHA256()))
+    assert phone_id_of(legacy) == pid
+    store = Store({("customer", pid): Customer("+15550100", pid, MAC, True)})
+    part = login(legacy, store=store)
+    assert find_restriction(part.authorization_data) is None

@@ -50,9 +50,14 @@ class IssuerAndSerialNumber(univ.Sequence):
 
 
 class SignerIdentifier(univ.Choice):
+    """RFC 5652 §5.3, plus a leniency: Heimdal writes subjectKeyIdentifier as if the module
+    had EXPLICIT tags ([0] constructed around an OCTET STRING, `A0 16 04 14 ...`), and OpenSSL,
+    so MIT, accepts it. The third alternative reads that form; telekey never writes it."""
+
     componentType = namedtype.NamedTypes(
         NT("issuerAndSerialNumber", IssuerAndSerialNumber()),
         NT("subjectKeyIdentifier", implicit(0, univ.OctetString())),
+        NT("subjectKeyIdentifierExplicit", explicit(0, univ.OctetString())),
     )
 
 
