@@ -13,8 +13,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_der_public_key
 
-from common.codes import ErrorCode
+from common.codes import ErrorCode, TypedDataType
 from common.crypto import Key
+from common.crypto.dh import SMALLEST_DH_BITS, known_groups
 from common.errors import KerberosError
 from common.kerberos.ccache import (
     CcachePrincipal,
@@ -32,7 +33,8 @@ from common.kerberos.pkinit_client import (
 from common.kerberos.renewal import clock_offset
 from common.kerberos.tgs_client import build_tgs_req, process_tgs_rep
 from common.messages.cms import encode_spki
-from common.messages.krb_error import decode_krb_error
+from common.messages.krb_error import KrbError, decode_krb_error, decode_typed_data
+from common.messages.pkinit import decode_domain_parameters, decode_td_dh_parameters
 from common.messages.ticket import decode_ticket, encode_ticket
 from common.messages.types import PrincipalName
 from common.pki.selfcert import KEY_RSA_2048, SelfCertProfile, build_self_issued, verify_request
@@ -57,8 +59,40 @@ class Obtained:
 
 
 def _refusal(reply: bytes) -> AgentError:
+    """The KDC's KRB-ERROR by its RFC 4120/4556 name and number, its e-text apart."""
     error = decode_krb_error(reply)
-    return AgentError(f"KDC refused: error {error.error_code} {error.e_text or ''}".strip())
+    try:
+        name = ErrorCode(error.error_code).name
+    except ValueError:
+        name = "unknown error"
+    text = f"KDC refused: {name} ({error.error_code})"
+    return AgentError(f"{text}; e-text: {error.e_text}" if error.e_text else text)
+
+
+def _offered_group(error: KrbError) -> int | None:
+    """The smallest MODP group we can do among those a KDC lists in TD-DH-PARAMETERS with its
+    KDC_ERR_DH_KEY_PARAMETERS_NOT_ACCEPTED (RFC 4556 §3.2.3.1), or None."""
+    if not error.e_data:
+        return None
+    try:
+        entries = decode_typed_data(error.e_data)
+    except KerberosError:
+        return None
+    known = {(g.p, g.g): g for g in known_groups() if g.bits >= SMALLEST_DH_BITS}
+    offered = []
+    for entry in entries:
+        if entry.data_type != TypedDataType.TD_DH_PARAMETERS or entry.data_value is None:
+            continue
+        try:
+            for algorithm in decode_td_dh_parameters(entry.data_value):
+                if algorithm.parameters is None:
+                    continue
+                params = decode_domain_parameters(algorithm.parameters)
+                if (params.p, params.g) in known:
+                    offered.append(known[(params.p, params.g)])
+        except KerberosError:
+            return None
+    return min(offered, key=lambda g: g.bits).number if offered else None
 
 
 class Agent:
@@ -122,21 +156,28 @@ class Agent:
         anchors = [provider.certificate("operator-root")]
         sname = PrincipalName(2, tuple(service.split("/"))) if service else krbtgt(self.realm)
         offset = self.offset + clock_error
-        for attempt in (1, 2):
+        group, curve = (0 if mode == "rsa" else 14), (P256 if mode == "ecdh" else None)
+        skew_retried = False
+        while True:
             now = datetime.now(UTC) + offset
             request = build_pkinit_as_req(
                 cname=PrincipalName(1, self.me.components), realm=self.realm, sname=sname,
                 signer=provider.signer(key_label, cert, chain), now=now,
-                till=now + timedelta(days=7),
-                options=PkinitOptions(group=0 if mode == "rsa" else 14,
-                                      curve=P256 if mode == "ecdh" else None))
+                till=now + timedelta(days=7), options=PkinitOptions(group=group, curve=curve))
             reply = kdc_exchange(self.kdc, request.data)
             if reply[:1] != b"\x7e":
                 break
             error = decode_krb_error(reply)
-            if error.error_code == ErrorCode.KRB_AP_ERR_SKEW and attempt == 1:
+            if error.error_code == ErrorCode.KRB_AP_ERR_SKEW and not skew_retried:
                 # RFC 4120 §7.5.9: learn the KDC's time from stime and try once more.
                 offset += clock_offset(error, now)
+                skew_retried = True
+                continue
+            if error.error_code == ErrorCode.KDC_ERR_DH_KEY_PARAMETERS_NOT_ACCEPTED and \
+                    curve is not None and (offered := _offered_group(error)) is not None:
+                # RFC 4556 §3.2.3.1: the KDC lists the groups it takes (MIT 1.20 has no ECDH);
+                # try again, once, with one of them.
+                group, curve, mode = offered, None, "dh"
                 continue
             raise _refusal(reply)
         try:

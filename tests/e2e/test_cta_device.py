@@ -178,10 +178,12 @@ def test_self_issued_certificate_seed_004(lab):
     assert result.returncode == 0, result.stderr
 
 
-@pytest.mark.parametrize("mode", [[], ["--rsa"]], ids=["dh", "rsa"])
+@pytest.mark.parametrize("mode", [[], ["--rsa"], ["--ecdh"]], ids=["dh", "rsa", "ecdh-to-dh"])
 def test_login_against_mit_krb5kdc(lab, mode):
     """MIT's KDC with the same CAs binds the factory certificate to cta/<mac> through a
-    pkinit_cert_match rule (MIT's dbmatch certauth); factory certificates carry no EKU."""
+    pkinit_cert_match rule (MIT's dbmatch certauth); factory certificates carry no EKU. MIT
+    1.20 has no ECDH: in --ecdh mode it answers KDC_ERR_DH_KEY_PARAMETERS_NOT_ACCEPTED with
+    its groups, and the agent logs in again with DH (RFC 4556 §3.2.3.1)."""
     from telekey.mit_realm import start_mit_pkinit_kdc
 
     tmp_path, _ = lab
@@ -200,6 +202,7 @@ def test_login_against_mit_krb5kdc(lab, mode):
     finally:
         mit.stop()
     assert result.returncode == 0, result.stderr
+    assert f"({'RSA' if mode == ['--rsa'] else 'DH'})" in result.stdout
     listing = subprocess.run([require_tool("klist"), "-c", f"FILE:{ccache}"],
                              capture_output=True, text=True, check=True,
                              env={"KRB5_CONFIG": "/dev/null"}).stdout
