@@ -40,7 +40,9 @@ from common.messages.base import asn1_type, codec
 from common.messages.cms import SubjectPublicKeyInfo, decode_signed_data, decode_spki
 from common.pki.chain import verify_chain
 
-# UUID arc (X.667), as for the phone-ID extension: telekey has no enterprise number.
+# UUID arc (X.667): telekey has no enterprise number. Its arc is above 2^32-1, which some
+# libraries refuse (Heimdal drops certificates carrying such an OID), but only telekey's own
+# devices read this content type, so it stays (docs/protocol.md §5, phone ID).
 ID_SELFCERT_PROFILE = "2.25.147685396830501606439889228675142073421.1"
 KEY_ECDSA_P256, KEY_RSA_2048 = 1, 2
 
