@@ -8,10 +8,13 @@ SHELL := /bin/bash
 PYTHON ?= /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
-APT_PACKAGES := softhsm2 opensc krb5-kdc krb5-admin-server krb5-user krb5-pkinit tshark postgresql
+# debootstrap builds the Debian chroot that holds Heimdal's kinit (tests/heimdal.py): Heimdal's
+# packages conflict with MIT's, so they cannot be installed here next to them.
+APT_PACKAGES := softhsm2 opensc krb5-kdc krb5-admin-server krb5-user krb5-pkinit tshark postgresql \
+	debootstrap
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test deps system-deps python-deps bench bench-callgrind lint docs clean
+.PHONY: lab test deps system-deps python-deps heimdal bench bench-callgrind lint docs clean
 
 lab: deps
 	$(VENV)/bin/telekey lab
@@ -19,6 +22,11 @@ lab: deps
 test: deps
 	@$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
+
+# The Heimdal chroot (about a minute, once; kept in /var/cache/telekey): the interop tests build
+# it on first use too.
+heimdal: deps
+	$(PY) -m tests.heimdal build
 
 bench: deps
 	$(PY) bench/codec.py

@@ -63,8 +63,8 @@ class KdcSettings(BaseSettings):
     """Largest TCP record accepted (RFC 4120 §7.2.2); larger gets KRB_ERR_FIELD_TOOLONG."""
     udp_max_reply_bytes: int = 4096
     """Largest UDP reply, as MIT's `kdc_max_dgram_reply_size` (4096 by default); a larger one
-    becomes KRB_ERR_RESPONSE_TOO_BIG (MIT's client retries over TCP, Heimdal's does not).
-    A PKINIT reply is 2-3 KB."""
+    becomes KRB_ERR_RESPONSE_TOO_BIG (MIT's client retries over TCP; Heimdal's does not when
+    its realm lists only `udp/` KDCs). A PKINIT reply is 2-3 KB."""
     workers: int = 1
     """Processes sharing the port (SO_REUSEPORT), e.g. one per core."""
     max_tcp_connections: int = 512
