@@ -9,12 +9,13 @@ PYTHON ?= /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 # debootstrap builds the Debian chroot that holds Heimdal's kinit (tests/heimdal.py): Heimdal's
-# packages conflict with MIT's, so they cannot be installed here next to them.
+# packages conflict with MIT's, so they cannot be installed here next to them. faketime
+# (libfaketime) steps one daemon's wall clock in tests/e2e/test_faults_devices.py.
 APT_PACKAGES := softhsm2 opensc krb5-kdc krb5-admin-server krb5-user krb5-pkinit tshark postgresql \
-	debootstrap
+	debootstrap faketime
 STAMP := $(VENV)/.installed
 
-.PHONY: lab test deps system-deps python-deps heimdal bench bench-callgrind lint docs clean
+.PHONY: lab test fuzz deps system-deps python-deps heimdal bench bench-callgrind lint docs clean
 
 lab: deps
 	$(VENV)/bin/telekey lab
@@ -27,6 +28,17 @@ test: deps
 # it on first use too.
 heimdal: deps
 	$(PY) -m tests.heimdal build
+
+# The long fuzz run (tests/fuzz/__init__.py): every decoder `make test` fuzzes, and the
+# non-ASN.1 ones, from mutated real messages (MIT's and Heimdal's), up to 100x the CI run's
+# examples each, within FUZZ_SECONDS. FUZZ_ENGINE=hypothesis shrinks what it finds;
+# FUZZ_ENGINE=atheris is coverage-guided over the main decoders and installs the `fuzz` extra.
+FUZZ_SECONDS ?= 600
+FUZZ_ENGINE ?= mutate
+fuzz: deps
+	@if [ "$(FUZZ_ENGINE)" = atheris ]; then $(PY) -c 'import atheris' 2>/dev/null || \
+	    $(PY) -m pip install -q --disable-pip-version-check -e '.[test,fuzz]'; fi
+	$(PY) -m tests.fuzz --engine $(FUZZ_ENGINE) --seconds $(FUZZ_SECONDS)
 
 bench: deps
 	$(PY) bench/codec.py

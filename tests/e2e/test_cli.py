@@ -19,9 +19,10 @@ def telekey(*args, check=True, timeout=120):
     return result
 
 
-def test_lab_runs_end_to_end(tmp_path):
-    # The whole system, four parts: about 100 s on a slow day of this 2-vCPU VM.
-    out = telekey("lab", "--workdir", str(tmp_path), timeout=360).stdout
+def test_lab_runs_end_to_end(lab_run):
+    # The whole system, four parts, run once per session (tests/e2e/conftest.py).
+    assert lab_run.returncode == 0, lab_run.stdout + lab_run.stderr
+    out, workdir = lab_run.stdout, lab_run.workdir
     assert "MIT kinit logs in to MIT krb5kdc with telekey's keytab" in out
     assert "session key in ticket matches the cache" in out
     assert out.count("krbtgt/INTEROP.TEST@INTEROP.TEST") >= 3
@@ -31,12 +32,12 @@ def test_lab_runs_end_to_end(tmp_path):
     assert "self-issued certificate for 00:1a:2b:3c:4d:5e" in out
     assert "REPLAY" in out
     assert "(ECDH)" in out
-    assert (tmp_path / "telekey.ccache").exists()
+    assert (workdir / "telekey.ccache").exists()
     # The controller part: SAs, echo through ESP, recovery without PKINIT, tshark's view.
     assert "new PKINIT logins at the KDC: 0" in out
     assert "'still there?'" in out and "0 malformed" in out
-    assert (tmp_path / "controller" / "controller.pcap").exists()
-    assert (tmp_path / "controller" / "esp_sa").read_text().count("AES-GCM") == 8
+    assert (workdir / "controller" / "controller.pcap").exists()
+    assert (workdir / "controller" / "esp_sa").read_text().count("AES-GCM") == 8
 
 
 def test_decode_shows_and_decrypts_ticket():
