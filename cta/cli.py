@@ -12,13 +12,14 @@ import typer
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
+from pkcs11.exceptions import PKCS11Error
 
 from common.errors import KerberosError
 from common.kerberos.renewal import renewal_due
 from common.pki.certs import build_ca, issue_device_certificate, issue_device_signing_certificate
 from cta.agent import Agent, AgentError
 from cta.device import Device
-from cta.provider import take_ownership
+from cta.provider import TokenUnavailable, take_ownership
 from runtime.controller_link import ControllerAddress
 from runtime.key_files import write_private_key
 
@@ -99,8 +100,14 @@ def manufacture(
 
 
 def _agent(directory: Path, realm: str, kdc: str, ccache: Path | None = None) -> Agent:
-    device = Device.load(directory)
-    return Agent(device, device.open_token(), realm=realm, kdc=kdc, ccache=ccache)
+    """The device's agent with its token open; a device directory, token or PIN file that
+    cannot be used ends the command with the reason, not a traceback."""
+    try:
+        device = Device.load(directory)
+        return Agent(device, device.open_token(), realm=realm, kdc=kdc, ccache=ccache)
+    except (TokenUnavailable, OSError, PKCS11Error) as exc:
+        typer.echo(f"{directory}: cannot open the device's token: {exc}", err=True)
+        raise typer.Exit(1) from exc
 
 
 @app.command()

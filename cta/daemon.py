@@ -8,6 +8,10 @@ It keeps the device's tickets fresh and answers its management port.
   `tgs_grace` before (RFC 4682 defaults 15 and 10 minutes). The login certificate is the
   self-issued one when the token holds a valid one, else the factory certificate. A failed
   renewal is retried with a growing delay (5 s doubling to 5 min); the agent never exits on it.
+  A token that has gone away (or whose PIN file has) fails the renewal with a
+  `token_unavailable` line naming the cause; the provider reopens it at the next attempt.
+  Renewal times are counted in monotonic time from the moment they are set (the ticket's end
+  by the KDC's clock, as far as we know it): a step of the wall clock moves none of them.
 - **Management port** (TCP, loopback only by default): one JSON object per line in, one per
   line out. `{"op": "status"}`, `{"op": "renew"}` (renew everything now), `{"op": "selfcert",
   "request": "<base64 DER of the signed request>"}` (seed 004; on success the agent logs in
@@ -39,6 +43,7 @@ from common.log import get_logger
 from cta.agent import Agent, AgentError
 from cta.media import load_source
 from cta.phone import Phone
+from cta.provider import TokenUnavailable
 from runtime.controller_link import ControllerAddress, ControllerLink
 
 log = get_logger("cta")
@@ -74,7 +79,7 @@ class Wanted:
     """A ticket the agent keeps: for `service` (None = the TGT), by PKINIT or by TGS."""
     service: str | None
     by_tgs: bool
-    renew_at: datetime | None = None
+    due: float | None = None  # when to renew, in monotonic seconds (time.monotonic)
     failures: int = 0
     last_error: str | None = field(default=None)
 
@@ -120,12 +125,23 @@ class AgentDaemon:
         return None
 
     def _schedule(self, wanted: Wanted) -> None:
+        """Renew `grace` before the held ticket ends by the KDC's clock (ours plus the offset
+        learned from it), counted from now in monotonic time: a later step of our wall clock
+        (forward or back) must not make the renewal early or late."""
         held = self._held(wanted)
         if held is None:
-            wanted.renew_at = datetime.now(UTC)
+            wanted.due = time.monotonic()
             return
         grace = self.config.tgs_grace if wanted.by_tgs else self.config.pkinit_grace
-        wanted.renew_at = _endtime(held) - self.agent.offset - grace
+        left = _endtime(held) - grace - self.agent.now()
+        wanted.due = time.monotonic() + left.total_seconds()
+
+    @staticmethod
+    def renew_at(wanted: Wanted) -> str | None:
+        """When `wanted` is due, on our wall clock as it reads now (logs and status)."""
+        if wanted.due is None:
+            return None
+        return (datetime.now(UTC) + timedelta(seconds=wanted.due - time.monotonic())).isoformat()
 
     async def _in_token(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         async with self.lock:
@@ -145,13 +161,19 @@ class AgentDaemon:
                 certificate = self.certificate()
                 got = await self._in_token(self.agent.login, wanted.service,
                                            mode=self.config.mode, certificate=certificate)
-        except (AgentError, KerberosError, OSError, KeyError) as exc:
+        except (AgentError, KerberosError, OSError, KeyError, TokenUnavailable) as exc:
             wanted.failures += 1
-            wanted.last_error = str(exc)
             delay = min(300.0, 5.0 * 2 ** (wanted.failures - 1))
-            wanted.renew_at = datetime.now(UTC) + timedelta(seconds=delay)
-            log.warning("ticket_failed", service=wanted.service or "krbtgt", error=str(exc),
-                        retry_in_s=delay)
+            wanted.due = time.monotonic() + delay
+            if isinstance(exc, TokenUnavailable):
+                wanted.last_error = f"token unavailable: {exc}"
+                log.warning("token_unavailable", reason=exc.status, detail=exc.detail,
+                            token=self.agent.provider.token_label,
+                            service=wanted.service or "krbtgt", retry_in_s=delay)
+            else:
+                wanted.last_error = str(exc)
+                log.warning("ticket_failed", service=wanted.service or "krbtgt",
+                            error=str(exc), retry_in_s=delay)
             return
         wanted.failures = 0
         wanted.last_error = None
@@ -159,20 +181,20 @@ class AgentDaemon:
         log.info("ticket", service=str(got.credential.server), method=got.method,
                  certificate=certificate,
                  endtime=_endtime(got.credential).isoformat(),
-                 renew_at=wanted.renew_at.isoformat() if wanted.renew_at else None,
+                 renew_at=self.renew_at(wanted),
                  ms=round((asyncio.get_running_loop().time() - started) * 1000, 1))
 
     async def keep_tickets(self) -> None:
         for wanted in self.wanted:
             self._schedule(wanted)
         while True:
-            now = datetime.now(UTC)
+            now = time.monotonic()
             for wanted in self.wanted:
-                if wanted.renew_at is None or wanted.renew_at <= now:
+                if wanted.due is None or wanted.due <= now:
                     await self.obtain(wanted)
             self.first_round.set()
-            next_at = min(w.renew_at or now for w in self.wanted)
-            delay = max(0.0, (next_at - datetime.now(UTC)).total_seconds())
+            next_due = min(now if w.due is None else w.due for w in self.wanted)
+            delay = max(0.0, next_due - time.monotonic())
             self.wake.clear()
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=min(delay, 3600.0))
@@ -192,7 +214,7 @@ class AgentDaemon:
 
     def renew_all(self) -> None:
         for wanted in self.wanted:
-            wanted.renew_at = datetime.now(UTC)
+            wanted.due = time.monotonic()
         self.wake.set()
 
     # Management port -----------------------------------------------------------------
@@ -205,10 +227,14 @@ class AgentDaemon:
                 "service": wanted.service or "krbtgt",
                 "by": "TGS" if wanted.by_tgs else "PKINIT",
                 "endtime": _endtime(held).isoformat() if held else None,
-                "renew_at": wanted.renew_at.isoformat() if wanted.renew_at else None,
+                "renew_at": self.renew_at(wanted),
                 "last_error": wanted.last_error})
+        try:
+            certificate: str | None = self.certificate()
+        except TokenUnavailable:
+            certificate = None  # the tickets' last_error says why
         return {"principal": f"{self.agent.device.principal}@{self.agent.realm}",
-                "certificate": self.certificate(),
+                "certificate": certificate,
                 "clock_offset_s": self.agent.offset.total_seconds(), "tickets": tickets,
                 "link": self.link.status() if self.link else None,
                 "calls": self.phone.status() if self.phone else None}
@@ -230,6 +256,10 @@ class AgentDaemon:
             except AgentError as exc:
                 log.warning("selfcert_refused", error=str(exc))
                 return {"ok": False, "error": str(exc)}
+            except TokenUnavailable as exc:
+                log.warning("token_unavailable", reason=exc.status, detail=exc.detail,
+                            token=self.agent.provider.token_label, op="selfcert")
+                return {"ok": False, "error": f"token unavailable: {exc}"}
             log.info("selfcert", device_id=profile.device_id, network_id=profile.network_id,
                      not_before=profile.not_before.isoformat())
             self.renew_all()  # log in again with the new certificate

@@ -6,6 +6,13 @@ token (SoftHSM2 here), behind one small interface (../shared/pkcs11-notes.md).
 - The token is found by label, objects by label and CKA_ID (SHA-1 of the subjectPublicKey).
 - The PIN comes from a file of mode 0600; private keys are generated SENSITIVE and not
   EXTRACTABLE, so their bytes never exist outside the token.
+- The token can go away under the open session (pulled out; for SoftHSM2, its token
+  directory removed). When an operation fails and the token no longer answers
+  C_GetTokenInfo, the provider finalises and initialises the module again, finds the token,
+  reads the PIN file again and logs in; if any step fails the operation raises
+  `TokenUnavailable` naming it, and the next operation tries again. SoftHSM2 2.6.1 does not
+  go on from memory: its session then finds no objects, and stays blind even after the
+  directory returns, until the module is initialised again.
 """
 
 import hashlib
@@ -16,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pkcs11
+import pkcs11.exceptions
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed, encode_dss_signature
@@ -27,13 +35,26 @@ from pyasn1.codec.der import decoder
 from pyasn1_modules import rfc3447
 
 from common.crypto.cms import ECDSA_WITH, RSA_WITH, Signer
+from common.log import get_logger
 
+log = get_logger("token")
 T = TypeVar("T")
 MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 _RSA_SIGN = {"sha1": Mechanism.SHA1_RSA_PKCS, "sha256": Mechanism.SHA256_RSA_PKCS,
              "sha384": Mechanism.SHA384_RSA_PKCS, "sha512": Mechanism.SHA512_RSA_PKCS}
 _PRIVATE = {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.TOKEN: True}
 P256_OID = "1.2.840.10045.3.1.7"
+
+
+class TokenUnavailable(Exception):
+    """The token cannot be used now: `status` is a stable tag (TOKEN_NOT_FOUND,
+    MODULE_ERROR, TOKEN_ERROR, PIN_FILE_MISSING, PIN_FILE_UNREADABLE, PIN_REFUSED),
+    `detail` is for the log."""
+
+    def __init__(self, status: str, detail: str = "") -> None:
+        super().__init__(f"{status}: {detail}" if detail else status)
+        self.status = status
+        self.detail = detail
 
 
 def read_pin(path: Path) -> str:
@@ -63,19 +84,94 @@ def take_ownership(token_label: str, initial_so_pin: str, user_pin: str,
 class TokenProvider:
     def __init__(self, token_label: str, pin_file: Path, module: Path = MODULE) -> None:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="pkcs11")
+        self.token_label = token_label
+        self.pin_file = pin_file
+        self._module = module
+        # The module object is kept: pkcs11.lib() initialises a finalised module itself, and
+        # would raise where _reopen must say why.
+        self._lib = self._worker.submit(pkcs11.lib, str(module)).result()
         pin = read_pin(pin_file)
 
         def open_session() -> Any:
-            token = pkcs11.lib(str(module)).get_token(token_label=token_label)
+            token = self._lib.get_token(token_label=token_label)
             return token.open(rw=True, user_pin=pin)
 
-        self._session = self._call(open_session)
+        self._session: Any = self._worker.submit(open_session).result()
 
     def _call(self, fn: Callable[[], T]) -> T:
-        return self._worker.submit(fn).result()
+        return self._worker.submit(self._use, fn).result()
+
+    def _use(self, fn: Callable[[], T]) -> T:
+        """Run `fn` (on the worker thread) with a working session: reopen one first if the
+        token was lost; if `fn` fails and the token does not answer any more, reopen it and
+        run `fn` once more on the new session (the failed try reached a token that was gone,
+        so a token back in the meantime costs no failed operation)."""
+        if self._session is None:
+            self._reopen()
+        try:
+            return fn()
+        except (KeyError, pkcs11.exceptions.PKCS11Error):
+            # A missing object or a refused operation is the caller's business, unless the
+            # token itself has gone (SoftHSM2 then finds no objects at all).
+            if self._answers():
+                raise
+        self._session = None
+        self._reopen()
+        return fn()
+
+    def _answers(self) -> bool:
+        try:
+            self._lib.get_token(token_label=self.token_label)
+        except pkcs11.exceptions.PKCS11Error:
+            return False
+        return True
+
+    def _reopen(self) -> None:
+        """The module initialised again, the token found by label, the PIN file read again,
+        a new logged-in session; TokenUnavailable names the step that failed."""
+        lib = self._lib
+        try:
+            lib.finalize()
+        except pkcs11.exceptions.PKCS11Error:
+            pass  # already unusable; C_Initialize below starts afresh either way
+        try:
+            lib.initialize()
+        except pkcs11.exceptions.PKCS11Error as exc:
+            raise TokenUnavailable("MODULE_ERROR", f"C_Initialize of {self._module} failed: "
+                                   f"{type(exc).__name__} {exc}".strip()) from exc
+        try:
+            token = lib.get_token(token_label=self.token_label)
+        except pkcs11.exceptions.NoSuchToken as exc:
+            raise TokenUnavailable("TOKEN_NOT_FOUND",
+                                   f"no token labelled {self.token_label!r}") from exc
+        except pkcs11.exceptions.PKCS11Error as exc:
+            raise TokenUnavailable("TOKEN_ERROR", f"finding token {self.token_label!r}: "
+                                   f"{type(exc).__name__} {exc}".strip()) from exc
+        try:
+            pin = read_pin(self.pin_file)
+        except FileNotFoundError as exc:
+            raise TokenUnavailable("PIN_FILE_MISSING", str(self.pin_file)) from exc
+        except OSError as exc:  # PermissionError: not 0600, or not readable
+            raise TokenUnavailable("PIN_FILE_UNREADABLE", str(exc)) from exc
+        try:
+            self._session = token.open(rw=True, user_pin=pin)
+        except (pkcs11.exceptions.PinIncorrect, pkcs11.exceptions.PinInvalid,
+                pkcs11.exceptions.PinLenRange, pkcs11.exceptions.PinLocked,
+                pkcs11.exceptions.PinExpired) as exc:
+            raise TokenUnavailable("PIN_REFUSED", type(exc).__name__) from exc
+        except pkcs11.exceptions.PKCS11Error as exc:
+            raise TokenUnavailable("TOKEN_ERROR", f"{type(exc).__name__} {exc}".strip()) from exc
+        log.info("token_reopened", token=self.token_label)
 
     def close(self) -> None:
-        self._call(self._session.close)
+        def close() -> None:
+            if self._session is not None:
+                try:
+                    self._session.close()
+                except pkcs11.exceptions.PKCS11Error:
+                    pass  # the token went away: there is nothing left to close
+
+        self._worker.submit(close).result()
         self._worker.shutdown()
 
     # Key generation ------------------------------------------------------------------

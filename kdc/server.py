@@ -138,13 +138,13 @@ class Kdc:
             if kind == "as_req":
                 reply = handle_as_req(data, policy=self.policy, principals=self.principals,
                                       now=now, replay=self.replay, state=self.state,
-                                      customers=self.principals, notes=notes)
+                                      customers=self.principals, notes=notes, mono=started)
             elif kind == "tgs_req":
                 reply = handle_tgs_req(
                     data, realm=self.policy.realm, principals=self.principals, now=now,
                     enctypes=self.policy.enctypes, max_skew=self.policy.max_skew,
                     default_lifetime=self.policy.default_lifetime, replay=self.replay,
-                    notes=notes, tickets=self.tickets)
+                    notes=notes, tickets=self.tickets, mono=started)
             else:
                 raise MalformedMessage("NOT_A_KDC_REQUEST", f"first byte {data[:1].hex()}")
         except KerberosError as exc:

@@ -12,6 +12,9 @@ Inner datagrams the controller sends to our SIP port (5060) go to `on_signal`.
 - The SA is renewed by a new AP exchange `grace` seconds before its lifetime ends.
 - A Wake Up (the controller lost our SA, e.g. it restarted) or a verified Rekey starts a new
   AP exchange echoing the server nonce, with the same ticket: no PKINIT.
+- An Error Reply KRB_AP_ERR_SKEW (its clock or ours was stepped) teaches the link the
+  controller's time (the error's stime); the AP Request goes again at once, dated by that
+  clock, and later ones too, until another skew error corrects it (`clock_offsets`).
 - `echo` sends a datagram to the controller's echo service through ESP and waits for it;
   three unanswered tries also mean the SA is gone, and the link re-establishes it.
 - With backup controllers, a controller that does not answer the AP exchange is given up for
@@ -22,13 +25,16 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from common.codes import ErrorCode
 from common.crypto import Key
 from common.errors import KerberosError
 from common.kerberos.ccache import Credential
+from common.kerberos.renewal import clock_offset
 from common.log import get_logger
+from common.messages.krb_error import KrbError
 from common.messages.ticket import decode_ticket
 from common.messages.types import PrincipalName
 from common.pktc import esp
@@ -41,6 +47,9 @@ SIP_PORT = 5060
 # The keepalive probe, padded so that its ESP packet (at least 108 bytes with 64 bytes of
 # payload) is never shorter than a Wake Up for a controller name of up to 100 characters.
 KEEPALIVE = b"keepalive".ljust(64, b".")
+# New AP Requests an exchange sends because of skew errors, at most: the Error Reply is not
+# authenticated, so a forged one must not start an endless exchange of requests.
+MAX_SKEW_RETRIES = 3
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,13 @@ class ControllerLink(asyncio.DatagramProtocol):
         self._establishing: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.exchanges = 0
+        # Each controller's time minus ours, learned from its KRB_AP_ERR_SKEW; the AP
+        # Requests of the running exchange (the one retransmitted) and what dated it.
+        self.clock_offsets: dict[str, timedelta] = {}
+        self._request = b""
+        self._request_args = (0, False)
+        self._request_offset = timedelta()
+        self._skew_retries = 0
 
     @property
     def controller(self) -> ControllerAddress:
@@ -121,11 +137,12 @@ class ControllerLink(asyncio.DatagramProtocol):
                 crealm=credential.client.realm)
             self.client = client
             started = time.perf_counter()
-            data = client.ap_request(datetime.now(UTC), server_nonce=server_nonce,
-                                     reestablish=reestablish)
+            self._request_args = (server_nonce, reestablish)
+            self._skew_retries = 0
+            self._new_request()
             wait = 1.0 if solicited else 0.5
             for _ in range(6):  # the first try and 5 retransmissions
-                self.transport.sendto(data, (controller.host, controller.km_port))
+                self.transport.sendto(self._request, (controller.host, controller.km_port))
                 try:
                     await asyncio.wait_for(self.sa_ready.wait(), wait)
                     self.exchanges += 1
@@ -146,6 +163,40 @@ class ControllerLink(asyncio.DatagramProtocol):
                 self.current = (self.current + 1) % len(self.controllers)
                 server_nonce, reestablish, solicited = 0, True, True
                 log.info("failover", controller=self.controller.principal)
+
+    def _new_request(self) -> None:
+        """The running exchange's AP Request, dated by what we know of the controller's
+        clock (ours until a skew error teaches us otherwise)."""
+        assert self.client is not None
+        offset = self.clock_offsets.get(self.controller.principal, timedelta())
+        server_nonce, reestablish = self._request_args
+        self._request = self.client.ap_request(datetime.now(UTC) + offset,
+                                               server_nonce=server_nonce,
+                                               reestablish=reestablish)
+        self._request_offset = offset
+
+    def _skew(self, error: KrbError) -> None:
+        """KRB_AP_ERR_SKEW: the controller's clock and ours differ by more than it accepts
+        (one of them was stepped). Its stime/susec are its current time (RFC 4120 §5.9.1):
+        send the pending AP Request again at once, dated by that clock, as `Agent.login` does
+        with the KDC's. The answer to a request already dated by that clock (a retransmission
+        of the one that failed) changes nothing."""
+        if self.client is None or self.client.pending is None:
+            return
+        offset = clock_offset(error, datetime.now(UTC))
+        if abs(offset - self._request_offset) < timedelta(seconds=1):
+            return
+        if self._skew_retries >= MAX_SKEW_RETRIES:
+            log.warning("controller_clock_skew", controller=self.controller.principal,
+                        offset_s=round(offset.total_seconds(), 3), action="ignored",
+                        reason="too many skew errors in this exchange")
+            return
+        self._skew_retries += 1
+        self.clock_offsets[self.controller.principal] = offset
+        log.warning("controller_clock_skew", controller=self.controller.principal,
+                    offset_s=round(offset.total_seconds(), 3), action="resent")
+        self._new_request()
+        self.transport.sendto(self._request, (self.controller.host, self.controller.km_port))
 
     async def _rekey_timer(self, sa: ClientSa) -> None:
         await asyncio.sleep(max(0.0, sa.rekey_at() - time.monotonic()))
@@ -188,6 +239,8 @@ class ControllerLink(asyncio.DatagramProtocol):
             log.warning("error_reply", code=event.error.error_code, e_text=event.error.e_text)
             if event.error.error_code in (32, 33):  # ticket expired / not yet valid
                 self._spawn(self.renew())
+            elif event.error.error_code == ErrorCode.KRB_AP_ERR_SKEW:
+                self._skew(event.error)
 
     def _esp(self, packet: bytes) -> None:
         sa = self.sa
@@ -247,7 +300,9 @@ class ControllerLink(asyncio.DatagramProtocol):
 
     def status(self) -> dict[str, Any]:
         sa = self.sa
+        offset = self.clock_offsets.get(self.controller.principal, timedelta())
         return {"controller": self.controller.principal, "exchanges": self.exchanges,
+                "clock_offset_s": round(offset.total_seconds(), 3),
                 "sa": None if sa is None else {
                     "spi_in": f"0x{sa.inbound.spi:08x}", "spi_out": f"0x{sa.outbound.spi:08x}",
                     "suite": sa.suite.name, "lifetime_s": sa.lifetime_s,

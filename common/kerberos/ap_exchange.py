@@ -133,7 +133,7 @@ def accept_ap_req(data: bytes, *, keys: KeyLookup, now: datetime, max_skew: time
                   usage_auth: int = KeyUsage.AP_REQ_AUTH,
                   usage_cksum: int = KeyUsage.AP_REQ_AUTH_CKSUM,
                   require_checksum: bool = False, for_ap_rep: bool = True,
-                  tickets: TicketCache | None = None) -> Accepted:
+                  tickets: TicketCache | None = None, mono: float | None = None) -> Accepted:
     """Verify an AP-REQ (see the module text); `binding` is what a keyed authenticator
     checksum must cover; `tickets` keeps opened tickets (common/kerberos/ticket_cache.py). The TGS
     exchange uses the same checks with its own key usages (7 and 6), the KDC-REQ-BODY as
@@ -173,7 +173,7 @@ def accept_ap_req(data: bytes, *, keys: KeyLookup, now: datetime, max_skew: time
     elif binding is not None:
         session.verify_checksum(usage_cksum, binding, cksum.checksum, cksum.cksumtype)
     if replay is not None:
-        replay.check_and_add(authenticator_fingerprint(ap_req), now)
+        replay.check_and_add(authenticator_fingerprint(ap_req), now, mono)
     return Accepted(ap_req, part, auth, session, opened.restriction)
 
 

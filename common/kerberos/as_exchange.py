@@ -231,13 +231,14 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
                   replay: ReplayCache | None = None, state: PkinitState | None = None,
                   customers: CustomerStore | None = None,
                   random: Callable[[int], bytes] = os.urandom,
-                  notes: dict[str, str] | None = None) -> bytes:
+                  notes: dict[str, str] | None = None, mono: float | None = None) -> bytes:
     """Process one AS-REQ; return the DER AS-REP or raise a KerberosError for the edge.
     `notes`, when given, receives `client`, `server` and the pre-authentication `method`
     (for the edge's log line).
 
     `replay` remembers verified signed requests for the skew window: the same signed AuthPack
-    presented twice is refused with KRB_AP_ERR_REPEAT (34).
+    presented twice is refused with KRB_AP_ERR_REPEAT (34). `mono`, monotonic seconds, keeps
+    them remembered across a step of the wall clock (common/kerberos/replay.py).
     """
     req = decode_as_req(data)
     body = req.req_body
@@ -267,11 +268,11 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
     if pa is not None:
         pk_as_rep, reply_key, authorization_data = _pkinit(
             pa, req, data, reply_enctype, policy, now, replay, state, customers, freshness_key,
-            random, notes)
+            random, notes, mono)
         reply_padata: tuple[PaData, ...] = (PaData(PaDataType.PA_PK_AS_REP, pk_as_rep),)
     elif enc_timestamp is not None and client.keys:
         reply_key = _verify_enc_timestamp(enc_timestamp.padata_value, client, policy, now,
-                                          replay)
+                                          replay, mono)
         reply_padata, authorization_data = (), ()
     else:
         token = make_freshness_token(freshness_key, now)
@@ -313,7 +314,8 @@ def handle_as_req(data: bytes, *, policy: AsPolicy, principals: PrincipalStore, 
 def _pkinit(pa: PaData, req: KdcReq, data: bytes, reply_enctype: int, policy: AsPolicy,
             now: datetime, replay: ReplayCache | None, state: PkinitState | None,
             customers: CustomerStore | None, freshness_key: bytes,
-            random: Callable[[int], bytes], notes: dict[str, str] | None = None
+            random: Callable[[int], bytes], notes: dict[str, str] | None = None,
+            mono: float | None = None
             ) -> tuple[bytes, Key, tuple[AuthorizationDataEntry, ...]]:
     """PKINIT (RFC 4556 §3.2.2): (DER PA-PK-AS-REP, reply key, the certificate's
     authorization data)."""
@@ -327,7 +329,8 @@ def _pkinit(pa: PaData, req: KdcReq, data: bytes, reply_enctype: int, policy: As
     _verify_pk_authenticator(auth_pack, req, data, policy, now)
     _verify_freshness(auth_pack.pk_authenticator.freshness_token, freshness_key, policy, now)
     if replay is not None:
-        replay.check_and_add(hashlib.sha256(signed.signer_infos[0].signature).digest(), now)
+        replay.check_and_add(hashlib.sha256(signed.signer_infos[0].signature).digest(), now,
+                             mono)
     if auth_pack.client_public_value is None:
         pk_as_rep, reply_key = _rsa_reply(auth_pack, cert, data, reply_enctype, policy, random)
     else:
@@ -337,7 +340,8 @@ def _pkinit(pa: PaData, req: KdcReq, data: bytes, reply_enctype: int, policy: As
 
 
 def _verify_enc_timestamp(value: bytes, client: PrincipalEntry, policy: AsPolicy,
-                          now: datetime, replay: ReplayCache | None) -> Key:
+                          now: datetime, replay: ReplayCache | None,
+                          mono: float | None = None) -> Key:
     """Encrypted-timestamp pre-authentication (RFC 4120 §5.2.7.2) for principals with keys
     (signaling controllers logging in with their keytab, as MIT `kinit -k` does): the
     PA-ENC-TS-ENC decrypts with the client's key of that enctype (usage 1) and its time is
@@ -355,7 +359,7 @@ def _verify_enc_timestamp(value: bytes, client: PrincipalEntry, policy: AsPolicy
     if abs(when - now) > policy.max_skew:
         raise ClockSkew("ENC_TIMESTAMP_SKEW", when.isoformat())
     if replay is not None:
-        replay.check_and_add(hashlib.sha256(encrypted.cipher).digest(), now)
+        replay.check_and_add(hashlib.sha256(encrypted.cipher).digest(), now, mono)
     return entry.key
 
 

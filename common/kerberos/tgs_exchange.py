@@ -35,7 +35,7 @@ def handle_tgs_req(data: bytes, *, realm: str, principals: PrincipalStore, now: 
                    default_lifetime: timedelta, replay: ReplayCache | None = None,
                    random: Callable[[int], bytes] = os.urandom,
                    notes: dict[str, str] | None = None,
-                   tickets: TicketCache | None = None) -> bytes:
+                   tickets: TicketCache | None = None, mono: float | None = None) -> bytes:
     """Process one TGS-REQ; return the DER TGS-REP or raise a KerberosError. `notes`, when
     given, receives `server` and, once the TGT verifies, `client` (for the edge's log line);
     `tickets` keeps opened TGTs (a client presents its TGT for every service ticket)."""
@@ -61,7 +61,7 @@ def handle_tgs_req(data: bytes, *, realm: str, principals: PrincipalStore, now: 
                              replay=replay, binding=received_req_body(data),
                              usage_auth=KeyUsage.TGS_REQ_AUTH,
                              usage_cksum=KeyUsage.TGS_REQ_AUTH_CKSUM, require_checksum=True,
-                             for_ap_rep=False, tickets=tickets)
+                             for_ap_rep=False, tickets=tickets, mono=mono)
     part, auth, session = accepted.ticket, accepted.authenticator, accepted.session_key
     if notes is not None:
         notes["client"] = accepted.client

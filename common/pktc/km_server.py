@@ -12,6 +12,9 @@ costs each device one AP exchange (it learns of the restart from a Wake Up or si
   Error Reply carrying the KRB-ERROR; bytes that are not a key-management message are dropped.
   A retransmitted AP Request (same bytes, same address) gets the same AP Reply (lookaside);
   the same bytes from another address are a replay (KRB_AP_ERR_REPEAT).
+- The replay cache remembers an authenticator for twice the skew by the wall clock (`now`)
+  *and* for twice the skew of elapsed time (`mono`): a wall clock stepped forward and back
+  again must not make it forget an authenticator that the skew check would accept again.
 - Security Parameter Recovered → confirms the newest SA of that address.
 - ESP for an unknown SPI → Wake Up to the sender, unless that would amplify: only for a packet
   at least as long as the Wake Up, at most one per second per address, and at most
@@ -143,7 +146,7 @@ class KeyManagementServer:
         self.max_skew = timedelta(seconds=max_skew_s)
         self.ack_required = ack_required
         self.random = random
-        self.replay = ReplayCache(2 * self.max_skew)
+        self.replay = ReplayCache(2 * self.max_skew)  # by wall clock and elapsed time
         self.lookaside = Lookaside(window_s=2 * max_skew_s)
         self.tickets = TicketCache(ticket_cache)  # a device's ticket is opened once
         self.sas: dict[int, ControllerSa] = {}  # by our inbound SPI
@@ -241,7 +244,7 @@ class KeyManagementServer:
             self.stats.exchange("spi_in_use")
             return Exchange("ap_request", "SPI_IN_USE", None, prepared.client)
         try:
-            self.replay.check_and_add(prepared.fingerprint, now)
+            self.replay.check_and_add(prepared.fingerprint, now, mono)
         except KerberosError as exc:
             self.stats.exchange(exc.status)
             return Exchange("ap_request", exc.status, self._error(exc, now), prepared.client)

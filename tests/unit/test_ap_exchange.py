@@ -127,3 +127,24 @@ def test_keytab_kvno_and_enctype():
     assert keys(sname, realm, 18, None).enctype == 18
     assert _code(lambda: keys(sname, realm, 18, 99)) == 44
     assert _code(lambda: keys(sname, realm, 23, None)) == 45
+
+
+def test_replay_cache_survives_a_wall_clock_step():
+    """With elapsed (monotonic) time given, an entry outlives a forward step of the wall clock
+    and the step back: the same fingerprint is still a replay."""
+    from datetime import UTC, datetime, timedelta
+
+    from common.kerberos.replay import Replay, ReplayCache
+
+    t0 = datetime(2026, 12, 6, tzinfo=UTC)
+    cache = ReplayCache(timedelta(minutes=10))
+    cache.check_and_add(b"a", t0, 100.0)
+    cache.check_and_add(b"b", t0 + timedelta(minutes=30), 101.0)  # forward 30 min: a stays
+    with pytest.raises(Replay):
+        cache.check_and_add(b"a", t0, 102.0)  # and back
+    cache.check_and_add(b"c", t0 + timedelta(minutes=30), 100.0 + 601)  # both windows passed
+    cache.check_and_add(b"a", t0 + timedelta(minutes=30), 100.0 + 602)
+    wall_only = ReplayCache(timedelta(minutes=10))
+    wall_only.check_and_add(b"a", t0)
+    wall_only.check_and_add(b"b", t0 + timedelta(minutes=30))
+    wall_only.check_and_add(b"a", t0)  # without elapsed time the step made it forget

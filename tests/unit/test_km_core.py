@@ -110,6 +110,34 @@ def test_errors_and_suites():
     assert client.receive(reply, 0.0).error.error_code in (34, 41)
 
 
+# (monotonic seconds, the controller's wall clock minus the right time) when the recorded AP
+# Request comes again from another address, and the result it must get.
+FORWARD_THEN_BACK = [(5.5, 600, "CTIME_SKEW"), (20.0, 0, "REPLAY"), (280.0, 0, "REPLAY"),
+                     (400.0, 0, "CTIME_SKEW")]
+BACK = [(5.5, -600, "CTIME_SKEW"), (700.0, -600, "REPLAY"), (850.0, -600, "REPLAY"),
+        (1000.0, -600, "CTIME_SKEW")]
+
+
+@pytest.mark.parametrize("replays", [FORWARD_THEN_BACK, BACK], ids=["forward-then-back", "back"])
+def test_replay_cache_survives_a_wall_clock_step(replays):
+    """The controller's wall clock steps at monotonic second 5 and an AP exchange follows (the
+    device learned the controller's time); an AP Request accepted before the step, sent again
+    from another address, is refused (skew or replay cache) whenever its ctime is within the
+    skew again. Forward then back: the exchange during the step expired, by the wall clock,
+    what the cache held. Back: by elapsed time alone the cache would forget it at 600 s, while
+    its ctime is acceptable until 900 s."""
+    issued, make_server, client = setup()
+    now = issued + timedelta(seconds=1000)  # the ticket is valid 10 minutes before `now` too
+    server = make_server()
+    recorded = client.ap_request(now)
+    assert server.receive_km(recorded, DEVICE, now, 0.0).result == "OK"
+    stepped = now + timedelta(seconds=replays[0][1] + 5)
+    assert server.receive_km(client.ap_request(stepped), DEVICE, stepped, 5.0).result == "OK"
+    for mono, off, result in replays:
+        wall = now + timedelta(seconds=mono + off)
+        assert server.receive_km(recorded, ("127.0.0.1", 40001), wall, mono).result == result
+
+
 def test_controller_rekey_when_the_device_does_not():
     now, make_server, client = setup()
     server = KeyManagementServer(principal="sigctl/sc1", realm=REALM,
