@@ -10,9 +10,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # debootstrap builds the Debian chroot that holds Heimdal's kinit (tests/heimdal.py): Heimdal's
 # packages conflict with MIT's, so they cannot be installed here next to them. faketime
-# (libfaketime) steps one daemon's wall clock in tests/e2e/test_faults_devices.py.
+# (libfaketime) steps one daemon's wall clock in tests/e2e/test_faults_devices.py. chromium and
+# chromium-driver drive the provisioning console headless (tests/e2e/test_provisioning_console.py).
 APT_PACKAGES := softhsm2 opensc krb5-kdc krb5-admin-server krb5-user krb5-pkinit tshark postgresql \
-	debootstrap faketime
+	debootstrap faketime chromium chromium-driver
 STAMP := $(VENV)/.installed
 
 .PHONY: lab test fuzz deps system-deps python-deps heimdal bench bench-callgrind lint docs clean

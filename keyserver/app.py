@@ -118,37 +118,6 @@ def _extension(row: ExtensionRow) -> ExtensionInfo:
                          last_issued=row.last_issued, changed=row.changed)
 
 
-class RequestLog:
-    """One log line per request (STYLE §6): service, peer, method, path, query, status,
-    duration. Queries carry extensions and generators (public); bodies (the seed) are never
-    logged."""
-
-    def __init__(self, app: ASGIApp, service: str) -> None:
-        self.app = app
-        self.service = service
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            client = scope.get("client")
-            log.info("request", service=self.service, peer=client[0] if client else None,
-                     method=scope["method"], path=scope["path"],
-                     query=scope["query_string"].decode("latin-1")[:200], status=status,
-                     duration_ms=round(1000 * (time.perf_counter() - started), 3))
-
 
 def _app(title: str, description: str) -> FastAPI:
     app = FastAPI(title=title, description=description, version="1", docs_url=None,

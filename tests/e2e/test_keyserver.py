@@ -191,7 +191,7 @@ def test_services_end_to_end(tmp_path, pki):
     finally:
         server.stop()
     events = [e for e in server.log_events() if e.get("event") == "request"]
-    assert {e["service"] for e in events} == {"basic", "advanced", "admin"}
+    assert {e["listener"] for e in events} == {"basic", "advanced", "admin"}
     log_text = server.log_path.read_text()
     assert issued.generator_key.hex() not in log_text and SEED.hex() not in log_text
 
