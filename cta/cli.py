@@ -1,9 +1,6 @@
 """`telekey cta manufacture|login|tgs|selfcert|run` and `telekey cert ca`: the device agent's
 commands (thin: the operations live in cta/agent.py, the daemon in cta/daemon.py)."""
 
-import os
-import secrets
-import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
@@ -18,8 +15,8 @@ from common.errors import KerberosError
 from common.kerberos.renewal import renewal_due
 from common.pki.certs import build_ca, issue_device_certificate, issue_device_signing_certificate
 from cta.agent import Agent, AgentError
-from cta.device import Device
-from cta.provider import TokenUnavailable, take_ownership
+from cta.device import Device, init_token
+from cta.provider import TokenUnavailable
 from runtime.controller_link import ControllerAddress
 from runtime.key_files import write_private_key
 
@@ -57,24 +54,8 @@ def manufacture(
     subject), factory certificate-signing key (ECDSA P-256) and certificate, and the
     manufacturer and operator roots. Private keys are sensitive and never extractable."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "tokens").mkdir(exist_ok=True)
     device = Device(directory, mac.lower(), "device-" + mac.lower().replace(":", ""))
-    device.softhsm_conf().write_text(
-        f"directories.tokendir = {directory / 'tokens'}\nobjectstore.backend = file\n"
-        "log.level = ERROR\nslots.removable = false\nlibrary.reset_on_fork = false\n")
-    pin = directory / "pin"
-    pin.touch(mode=0o600, exist_ok=True)
-    pin.chmod(0o600)
-    pin.write_text(secrets.token_hex(16) + "\n")
-    # softhsm2-util takes PINs only as arguments (visible in ps): initialise with throwaway
-    # PINs, then set the real user PIN and a discarded random SO PIN through PKCS#11.
-    throwaway_so = secrets.token_hex(8)
-    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", device.token_label,
-                    "--pin", secrets.token_hex(8), "--so-pin", throwaway_so],
-                   check=True, capture_output=True,
-                   env={**os.environ, "SOFTHSM2_CONF": str(device.softhsm_conf())})
-    os.environ["SOFTHSM2_CONF"] = str(device.softhsm_conf())
-    take_ownership(device.token_label, throwaway_so, pin.read_text().strip())
+    init_token(directory, device.token_label)
     device.save()
     ca = x509.load_pem_x509_certificate((manufacturer_ca / "ca.pem").read_bytes())
     ca_key = load_pem_private_key((manufacturer_ca / "ca.key").read_bytes(), None)

@@ -31,6 +31,7 @@ import binascii
 import json
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -292,30 +293,37 @@ class AgentDaemon:
 
     async def management(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                try:
-                    line = await reader.readuntil(b"\n")
-                except asyncio.IncompleteReadError:
-                    break
-                except asyncio.LimitOverrunError:
-                    writer.write(b'{"ok": false, "error": "line too long"}\n')
-                    break
-                try:
-                    message = json.loads(line)
-                    if not isinstance(message, dict):
-                        raise ValueError("not an object")
-                except ValueError:
-                    reply: dict[str, Any] = {"ok": False, "error": "malformed: one JSON object "
-                                             "per line"}
-                else:
-                    reply = await self.handle(message)
-                writer.write(json.dumps(reply).encode() + b"\n")
-                await writer.drain()
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
+        await serve_management(self.handle, reader, writer)
+
+
+async def serve_management(handle: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]],
+                           reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """The management port's protocol: one JSON object per line in, `handle`'s reply per
+    line out; a line too long or not a JSON object is answered with an error."""
+    try:
+        while True:
+            try:
+                line = await reader.readuntil(b"\n")
+            except asyncio.IncompleteReadError:
+                break
+            except asyncio.LimitOverrunError:
+                writer.write(b'{"ok": false, "error": "line too long"}\n')
+                break
+            try:
+                message = json.loads(line)
+                if not isinstance(message, dict):
+                    raise ValueError("not an object")
+            except ValueError:
+                reply: dict[str, Any] = {"ok": False, "error": "malformed: one JSON object "
+                                         "per line"}
+            else:
+                reply = await handle(message)
+            writer.write(json.dumps(reply).encode() + b"\n")
+            await writer.drain()
+    except ConnectionError:
+        pass
+    finally:
+        writer.close()
 
 
 async def run(agent: Agent, config: AgentConfig) -> None:

@@ -255,6 +255,30 @@ class TokenProvider:
 
         self._call(set_ids)
 
+    def secret_hmac(self, label: str, data: bytes) -> bytes:
+        """HMAC-SHA256 of `data` under the token's secret `label` (CKM_SHA256_HMAC, made
+        inside the token); the secret is generated there on first use: a 256-bit
+        GENERIC_SECRET, SENSITIVE, not EXTRACTABLE, SIGN only, so its value never leaves the
+        token. A phone derives the key that wraps its K_g at rest this way (cta/phone_keys.py),
+        as the master key store derives a KEK (runtime/master_key_store.py)."""
+        def sign() -> bytes:
+            found = list(self._session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY,
+                                                    Attribute.LABEL: label}))
+            if found:
+                key = found[0]
+            else:
+                key = self._session.generate_key(
+                    KeyType.GENERIC_SECRET, 256, label=label, store=True, template={
+                        Attribute.TOKEN: True, Attribute.PRIVATE: True,
+                        Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+                        Attribute.SIGN: True, Attribute.VERIFY: False,
+                        Attribute.ENCRYPT: False, Attribute.DECRYPT: False,
+                        Attribute.WRAP: False, Attribute.UNWRAP: False,
+                        Attribute.DERIVE: False})
+            return bytes(key.sign(data, mechanism=Mechanism.SHA256_HMAC))
+
+        return self._call(sign)
+
     # Private-key operations ----------------------------------------------------------
 
     def sign(self, label: str, data: bytes, digest: str) -> bytes:

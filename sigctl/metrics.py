@@ -18,3 +18,9 @@ security_associations = Gauge("telekey_sigctl_security_associations", "Live SAs"
 calls = Counter("telekey_sigctl_call_events", "Call-control events (call_invite, "
                 "call_refused, call_answered, call_key_ack_mismatch, call_ended, ...)",
                 ["event"], registry=registry)
+ras_messages = Counter("telekey_sigctl_ras_messages", "H.225.0 RAS messages (seed 002 "
+                       "registration) by kind and result (OK, GRJ_STALE_KEY, GRJ_NOT_HOMED, "
+                       "BAD_ICV, REPLAY, NO_CHALLENGE, MISSING_TOKEN, LOCKED_OUT, BAD_PER ...)",
+                       ["kind", "result"], registry=registry)
+ras_lockouts = Counter("telekey_sigctl_ras_lockouts", "Source addresses locked out after "
+                       "`ras_lockout_failures` refused registrations", registry=registry)

@@ -36,6 +36,8 @@ from runtime.process import settle_heap
 from runtime.prometheus import child
 from sigctl import metrics, workers
 from sigctl.escrow_store import EscrowStore
+from sigctl.extensions import PinCache, open_extension_store
+from sigctl.ras import RasService, phone_principal
 from sigctl.settings import SigctlSettings
 
 log = get_logger("sigctl")
@@ -76,6 +78,11 @@ class Controller:
             routes=dict(settings.routes), online=self._online,
             seal=(lambda data, call_id: seal(data, escrow_key, call_id)) if escrow_key
             else None, srtp_profile=settings.srtp_profile)
+        self.ras: RasService | None = None
+        if settings.keyserver_url:
+            pins = PinCache(open_extension_store(settings), on_change=self._extension_lines)
+            self.ras = RasService(settings, self.core, pins, self._keylog,
+                                  tuple(SUITES_BY_NAME[name] for name in settings.suites))
         self.links: dict[str, ControllerLink] = {}
         self.peer_tickets: dict[str, Credential] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -83,6 +90,19 @@ class Controller:
         # socket pairs with their pids, while they live.
         self.km_socket: socket.socket | None = None
         self.worker_pipes: dict[socket.socket, int] = {}
+
+    def _extension_lines(self, pins: dict[str, str]) -> None:
+        """Every administered extension is a line of this controller (`phone/<EXT>`), as
+        those in the settings are; an extension deleted stops being one."""
+        for number, principal in list(self.calls.lines.items()):
+            if principal.startswith("phone/") and number not in pins \
+                    and number not in self.settings.lines:
+                del self.calls.lines[number]
+                self.calls.numbers.pop(principal, None)
+        for ext in pins:
+            if ext not in self.settings.lines:
+                self.calls.lines[ext] = phone_principal(ext)
+                self.calls.numbers[phone_principal(ext)] = ext
 
     def _principal(self, client: str) -> str:
         return client.removesuffix("@" + self.settings.realm)
@@ -348,6 +368,19 @@ async def serve(settings: SigctlSettings,
         lambda: _Datagrams(controller.on_esp),
         sock=_udp_socket(settings.listen_host, settings.esp_port, settings.udp_buffer_bytes))
     controller.km, controller.esp = km, esp_transport
+    ras_port = None
+    if controller.ras is not None:
+        from common.enterprise.per import ras_codec
+
+        ras_codec()  # compiled before listening (about 0.7 s)
+        on_ras = controller.ras.on_datagram
+        ras_transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Datagrams(on_ras),
+            sock=_udp_socket(settings.listen_host, settings.ras_port,
+                             settings.udp_buffer_bytes))
+        ras_port = ras_transport.get_extra_info("sockname")[1]
+        controller.ras.start(ras_transport, (settings.listen_host, ras_port),
+                             (settings.listen_host, esp_transport.get_extra_info("sockname")[1]))
     await controller.start_links()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -359,7 +392,7 @@ async def serve(settings: SigctlSettings,
         metrics_port = server.server_port
     log.info("listening", host=settings.listen_host, km_port=km.get_extra_info("sockname")[1],
              esp_port=esp_transport.get_extra_info("sockname")[1], principal=settings.principal,
-             realm=settings.realm, metrics_port=metrics_port,
+             realm=settings.realm, metrics_port=metrics_port, ras_port=ras_port,
              km_workers=len(km_workers[1]) if km_workers else 0)
 
     async def expire() -> None:
@@ -392,4 +425,6 @@ async def serve(settings: SigctlSettings,
         loop.remove_reader(pipe.fileno())
         pipe.close()  # the workers see it and exit
     esp_transport.close()
+    if controller.ras is not None and controller.ras.transport is not None:
+        controller.ras.transport.close()
     log.info("stopped", sas=len(controller.core.sas))

@@ -3,7 +3,9 @@ loadable from TOML (a [sigctl] table)."""
 
 import tomllib
 from pathlib import Path
+from typing import Literal, Self
 
+from pydantic import model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -78,6 +80,68 @@ class SigctlSettings(BaseSettings):
     """Wake Ups sent per second at most, in all (each address also gets at most one a
     second): an ESP packet with an unknown SPI is unauthenticated, and its source may be
     spoofed."""
+
+    # Enterprise phones (seed 002): H.225.0 RAS registration ------------------------------
+    keyserver_url: str | None = None
+    """Enterprise phones (seed 002): the key server's advanced service, e.g.
+    `https://keys.example:8445`, from which K_g is fetched over mutual TLS. Setting it opens
+    the RAS port; unset, the controller registers no phones."""
+    keyserver_ca_file: Path | None = None
+    """CA certificate (PEM) the key server's TLS certificate must chain to."""
+    keyserver_client_cert_file: Path | None = None
+    """The controller's client certificate (PEM) for the key server's advanced service."""
+    keyserver_client_key_file: Path | None = None
+    """Its private key (PEM, mode 0600)."""
+    keyserver_timeout_s: float = 5.0
+    """Seconds to wait for the key server; a GRQ whose K_g does not come gets no answer."""
+    enterprise_profile: Literal["default", "seed"] = "default"
+    """The key server's profile (docs/protocol.md §10): `default` (SHA-256) or `seed` (the
+    document's SHA-1 formulas, HMAC-SHA1-96 ICVs)."""
+    ras_port: int = 1719
+    """UDP port of H.225.0 RAS registration (seed 002); 0 = any free port (tests). Open only
+    with `keyserver_url`."""
+    gatekeeper_id: str | None = None
+    """The gatekeeperIdentifier in GCF and RCF; default: the principal."""
+    ras_alternates: list[str] = []
+    """`HOST:PORT` RAS addresses of other controllers, sent in a GRJ to a phone whose
+    extension is not administered here (seed 002: redirection)."""
+    kg_cache_s: float = 300.0
+    """K_g fetched from the key server is kept this long per generator g. A K_m rotation is
+    noticed at the latest this long after it (sooner when any fetch returns the new CV_m)."""
+    kg_cache_entries: int = 100_000
+    """Generators whose K_g is kept at most."""
+    ras_challenge_lifetime_s: float = 30.0
+    """Lifetime of the controller's nonce Rg (single use): an RRQ must follow its GCF
+    within it."""
+    ras_max_skew_s: int = 300
+    """Largest difference between a GRQ's timeStamp and the controller's clock; GRQs are
+    remembered twice this long, so that a replayed one meets silence."""
+    ras_lockout_failures: int = 5
+    """Refused registrations (bad ICV, replay, missing token, unknown extension) from one
+    IP address within `ras_lockout_s` that make the controller ignore that address."""
+    ras_lockout_s: float = 300.0
+    """How long an address is ignored once locked out (and the window its failures are
+    counted in): seed 002, a PIN-guessing defence."""
+    extensions_database_url: str = "sqlite:///sigctl-extensions.db"
+    """SQLAlchemy URL of the extensions and their PINs (wrapped under the master key)."""
+    master_key_stash_file: Path | None = None
+    """Stash file (mode 0600) of the master key that wraps PINs (service `sigctl`). Unset:
+    `<extensions database file>.stash` next to a SQLite database."""
+    master_key_token_label: str | None = None
+    """Hold that master key in this PKCS#11 token instead (objects
+    `telekey-master-sigctl-<mkvno>`)."""
+    pkcs11_module: Path = Path("/usr/lib/softhsm/libsofthsm2.so")
+    """PKCS#11 module for `master_key_token_label`."""
+    pkcs11_pin_file: Path | None = None
+    """File holding that token's user PIN (mode 0600)."""
+
+    @model_validator(mode="after")
+    def _keyserver_needs_tls_files(self) -> Self:
+        if self.keyserver_url and not (self.keyserver_ca_file and self.keyserver_client_cert_file
+                                       and self.keyserver_client_key_file):
+            raise ValueError("keyserver_url needs keyserver_ca_file, keyserver_client_cert_file "
+                             "and keyserver_client_key_file (mutual TLS)")
+        return self
 
     @classmethod
     def from_toml(cls, path: Path) -> "SigctlSettings":

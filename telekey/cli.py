@@ -14,6 +14,7 @@ app = typer.Typer(help="telekey: key management and secure signaling for IP tele
 
 def _add_groups() -> None:
     from cta.cli import app as cta
+    from cta.phone_cli import app as phone
     from kdc.cli import app as kdc
     from kdc.cli import cert_app, customer_app, principal_app, realm_app
     from keyserver.cli import app as keyserver
@@ -22,7 +23,8 @@ def _add_groups() -> None:
     from sigctl.escrow_cli import app as escrow
 
     for name, group in (("kdc", kdc), ("sigctl", sigctl), ("cta", cta),
-                        ("keyserver", keyserver), ("provisioning", provisioning)):
+                        ("keyserver", keyserver), ("provisioning", provisioning),
+                        ("phone", phone)):
         app.add_typer(group, name=name)
     app.add_typer(realm_app, name="realm")
     app.add_typer(principal_app, name="principal")

@@ -245,11 +245,13 @@ class CallLab(Lab):
         for name in ("a", "b", "u"):
             (root / f"rec-{name}").mkdir(exist_ok=True)
 
-    def start_controller(self, name: str) -> ServiceProcess:
+    def start_controller(self, name: str, **extra: object) -> ServiceProcess:
+        """Controller `name` (sc1 or sc2) of the calls network, with `extra` settings."""
         a, b, u = (self.principals[m] for m in (self.A_MAC, self.B_MAC, self.U_MAC))
         other = "sc2" if name == "sc1" else "sc1"
         common = {"kdc": f"127.0.0.1:{self.kdc.port}", "peer_keepalive_s": self.keepalive_s,
-                  "peers": {self.controllers[other]["principal"]: self.address(other)}}
+                  "peers": {self.controllers[other]["principal"]: self.address(other)},
+                  **extra}
         if name == "sc1":
             return self.controller("sc1", lines={"1001": a, "1009": u, "611": self.ECHO},
                                    routes={"2": self.controllers["sc2"]["principal"]},
@@ -279,3 +281,90 @@ class CallLab(Lab):
         super().close()
         if self.capture.process.poll() is None:
             self.capture.stop()
+
+
+class Enterprise:
+    """Seed 002 on top of a Lab: a key server (its own PKI; `profile` default or seed) with
+    its seed set, controller settings that open their RAS port and fetch K_g from it, the
+    controller's extensions, and phones running `telekey phone run`."""
+
+    def __init__(self, lab: Lab, profile: str = "default") -> None:
+        from keyserver.admin_client import AdminClient
+        from keyserver.pki import make_lab_pki
+
+        self.lab = lab
+        self.profile = profile
+        self.root = lab.root / "enterprise"
+        self.pki = self.root / "pki"
+        make_lab_pki(self.pki)
+        self.keyserver_config = self.root / "keyserver.toml"
+        self.keyserver_config.write_text(
+            f'[keyserver]\nserver_id = 1\nprofile = "{profile}"\n'
+            f'database_url = "sqlite:///{self.root / "keyserver.db"}"\n'
+            "basic_port = 0\nadvanced_port = 0\nadmin_port = 0\n"
+            f'tls_cert_file = "{self.pki / "server.pem"}"\n'
+            f'tls_key_file = "{self.pki / "server.key"}"\n'
+            f'advanced_client_ca_files = ["{self.pki / "ca.pem"}"]\n'
+            f'admin_client_ca_files = ["{self.pki / "admin-ca.pem"}"]\n'
+            "key_file_rate_per_source = 0\n")
+        self.keyserver = start_service(["keyserver", "run", "--config",
+                                        str(self.keyserver_config)], self.root / "keyserver.log")
+        lab.processes.append(self.keyserver)
+        self.ports = self.keyserver.listening["ports"]
+        self.admin = AdminClient(f"https://127.0.0.1:{self.ports['admin']}",
+                                 self.pki / "admin.pem", self.pki / "admin.key",
+                                 self.pki / "ca.pem")
+        self.admin.request("PUT", "/v1/seed", {"seed": bytes(range(32)).hex()})
+        self.phones: dict[str, Path] = {}
+
+    @property
+    def basic_url(self) -> str:
+        return f"https://127.0.0.1:{self.ports['basic']}"
+
+    def rotate(self, seed: bytes) -> str:
+        """A new K_m from `seed`; its CV_m."""
+        reply: dict[str, Any] = self.admin.request("POST", "/v1/rotate", {"seed": seed.hex()})
+        return str(reply["check_value"])
+
+    def controller_settings(self, name: str, **extra: object) -> dict[str, object]:
+        """What a controller needs to register phones (RAS on a free port)."""
+        settings: dict[str, object] = {
+            "keyserver_url": f"https://127.0.0.1:{self.ports['advanced']}",
+            "keyserver_ca_file": self.pki / "ca.pem",
+            "keyserver_client_cert_file": self.pki / "appserver.pem",
+            "keyserver_client_key_file": self.pki / "appserver.key",
+            "enterprise_profile": self.profile, "ras_port": 0,
+            "extensions_database_url": f"sqlite:///{self.lab.root / name}-extensions.db"}
+        settings.update(extra)
+        return settings
+
+    def add_extension(self, name: str, ext: str, pin: str) -> None:
+        """`telekey sigctl extension add` against controller `name`'s settings file (written
+        by Lab.controller, so call it after the controller started once, or write them)."""
+        pin_file = self.root / f"pin-{name}-{ext}"
+        pin_file.touch(mode=0o600, exist_ok=True)
+        pin_file.write_text(pin + "\n")
+        result = cli("sigctl", "extension", "add", ext, "--pin-file", str(pin_file),
+                     "--config", str(self.lab.root / f"{name}.toml"))
+        assert result.returncode == 0, result.stderr
+
+    def phone(self, ext: str, pin: str, controller: str, *extra: str,
+              ras_port: int | None = None, name: str | None = None) -> ServiceProcess:
+        """`telekey phone run` for `ext` with `pin`, registered with controller `controller`
+        (its RAS port from its `listening` line unless given)."""
+        name = name or f"phone-{ext}"
+        directory = self.root / name
+        directory.mkdir(parents=True, exist_ok=True)
+        pin_file = directory.with_suffix(".pin")
+        pin_file.touch(mode=0o600, exist_ok=True)
+        pin_file.write_text(pin + "\n")
+        info = self.lab.controllers[controller]
+        port = ras_port or int(info["process"].listening["ras_port"])
+        process = start_service(
+            ["telekey", "phone", "run", "--ext", ext, "--pin-file", str(pin_file),
+             "--keyserver", self.basic_url, "--ca", str(self.pki / "ca.pem"),
+             "--controller", f"127.0.0.1:{port}", "--realm", REALM, "--dir", str(directory),
+             *extra], self.root / f"{name}.log")
+        self.lab.processes.append(process)
+        self.phones[name] = directory
+        return process

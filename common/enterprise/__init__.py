@@ -12,8 +12,15 @@ control, and maintenance"), with no I/O.
   counter blocks a key server reserves in its database before any key leaves.
 - `key_file`: the key file (`kkg.txt`) a phone fetches from the key server's basic service.
 
-docs/protocol.md §10 ("Enterprise phones") writes the formats and choices down;
-tests/vectors/data/enterprise_seed.json holds known answers for both profiles. The key server
-(`keyserver/`) does the I/O; the H.225.0 RAS registration core (GRQ/GCF/RRQ/RCF with H.235
-tokens) belongs here too, beside these modules.
+- `per`: the ITU H.225.0 (H323-MESSAGES) and H.235 modules in aligned PER, compiled with
+  asn1tools from `asn1/`, with its extension-addition bugs fixed and a strict decoder.
+- `ras`: GRQ, GCF, GRJ, RRQ and RCF carrying seed 002's values and the ICV in an H.235.1
+  baseline token, so that Wireshark's h225 dissector shows every field.
+- `registration`: FIG. 4 at both ends: the controller's `Gatekeeper` (replay, lockout, GRJ
+  rules) and the phone's `PhoneRegistration`; K_s turned into the ESP SA.
+
+docs/protocol.md §10 (the key server) and §12 (registration) write the formats and choices
+down; tests/vectors/data/enterprise_seed.json and enterprise_ras.json hold known answers for
+both profiles. The key server (`keyserver/`), the controller's RAS port (`sigctl/ras.py`) and
+the phone (`cta/ras_link.py`) do the I/O.
 """

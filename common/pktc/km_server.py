@@ -292,6 +292,13 @@ class KeyManagementServer:
             exc, realm=self.realm, sname=PrincipalName(2, tuple(self.principal.split("/"))),
             now=now)))
 
+    def allocate_spi(self, mono: float, lifetime_s: float) -> int:
+        """An inbound SPI for an SA negotiated elsewhere (an enterprise phone's registration,
+        common/enterprise/registration.py), held for `lifetime_s` like an AP exchange's."""
+        spi = self._free_spi(mono)
+        self._issued[spi] = mono + lifetime_s
+        return spi
+
     def _free_spi(self, mono: float) -> int:
         """A random SPI of this process's share (`spi_share`: index, count), not in use here
         nor issued by this process for an SA still alive."""
