@@ -244,30 +244,15 @@ def test_token_and_pin_file_lost_and_back(tmp_path, maker, devices, monkeypatch)
     """The KDC's signing token goes missing (its SoftHSM2 directory moved away), then its PIN
     file: logins get KDC_ERR_SVC_UNAVAILABLE with the cause logged once, the KDC tries the
     token again by itself, and logins work as soon as both are back."""
-    from cryptography.hazmat.primitives.asymmetric import rsa as rsa_
     from cryptography.hazmat.primitives.serialization import load_pem_private_key
-    from pyasn1.codec.der import decoder
-    from pyasn1_modules import rfc3447
 
     from common.pki.certs import issue_kdc_certificate
-    from tests.e2e.test_kdc_token import GENERATE, MODULE
+    from tests.softhsm import generate_rsa_key, init_token, pin_file, softhsm_directory
 
-    tokens = tmp_path / "tokens"
-    tokens.mkdir()
-    conf = tmp_path / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\n"
-                    "log.level = ERROR\nslots.removable = false\n")
-    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
-    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "kdc-token", "--pin",
-                    "1234", "--so-pin", "5678"], check=True, capture_output=True)
-    pin = tmp_path / "pin"
-    pin.write_text("1234\n")
-    pin.chmod(0o600)
-    der = subprocess.run([sys.executable, "-c", GENERATE, MODULE], check=True,
-                         capture_output=True).stdout
-    numbers, _ = decoder.decode(der, asn1Spec=rfc3447.RSAPublicKey())
-    public = rsa_.RSAPublicNumbers(int(numbers["publicExponent"]),
-                                   int(numbers["modulus"])).public_key()
+    tokens = softhsm_directory(tmp_path, monkeypatch)
+    init_token("kdc-token")
+    pin = pin_file(tmp_path / "pin")
+    public = generate_rsa_key("kdc-token")
     config, db = realm(tmp_path, maker, pkcs11_token_label="kdc-token",
                        pkcs11_pin_file=str(pin))
     pki = tmp_path / "pki"

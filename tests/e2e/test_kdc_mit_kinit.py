@@ -2,6 +2,7 @@
 loopback sockets: the MIT test CA, KDC and client certificates from ../shared/interop."""
 
 import subprocess
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -291,25 +292,11 @@ def test_mit_kinit_pkinit_over_udp_is_answered_on_udp(kdc, tmp_path):
     first, and a PKINIT AS-REQ is larger: with the limit raised, kinit uses UDP, and the KDC
     answers the PKINIT reply on UDP (up to udp_max_reply_bytes, 4096 as MIT's KDC). The
     capture shows no TCP at all."""
-    import time
-
     capture = tmp_path / "udp.pcapng"
-    tshark = subprocess.Popen(["tshark", "-i", "lo", "-f", f"port {kdc.port}", "-w",
-                               str(capture)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        line = ""
-        while "Capturing on" not in line and time.monotonic() < deadline:
-            line = tshark.stderr.readline()
-        assert "Capturing on" in line
-        env = mit_env(tmp_path, kdc.port, " udp_preference_limit = 8192\n")
-        result = kinit(env)
+    with capturing(kdc.port, capture):
+        result = kinit(mit_env(tmp_path, kdc.port, " udp_preference_limit = 8192\n"))
         assert result.returncode == 0, result.stderr[-3000:]
-        time.sleep(1)
-    finally:
-        tshark.terminate()
-        tshark.wait(timeout=30)
+
     def count(display_filter):
         out = subprocess.run(["tshark", "-r", str(capture), "-Y", display_filter],
                              capture_output=True, text=True, timeout=60, check=True).stdout
@@ -351,6 +338,27 @@ def test_bad_requests_get_their_codes_and_kdc_keeps_serving(kdc):
     assert not any(e.get("event") == "internal_error" for e in kdc.log_events())
 
 
+@contextmanager
+def capturing(port: int, capture):
+    """tshark capturing `port` on loopback into `capture` while the block runs (it waits until
+    tshark says it captures, and a second after the block for the last packets)."""
+    import time
+
+    tshark = subprocess.Popen(["tshark", "-i", "lo", "-f", f"port {port}", "-w", str(capture)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        line = ""
+        while "Capturing on" not in line and time.monotonic() < deadline:
+            line = tshark.stderr.readline()
+        assert "Capturing on" in line
+        yield
+        time.sleep(1)
+    finally:
+        tshark.terminate()
+        tshark.wait(timeout=30)
+
+
 def _malformed_items(capture, port):
     """Wireshark's malformed-packet items in a capture, decoding `port` as Kerberos."""
     out = subprocess.run(["tshark", "-r", str(capture), "-d", f"tcp.port=={port},kerberos",
@@ -363,23 +371,9 @@ def _malformed_items(capture, port):
 def test_tshark_finds_no_more_malformed_items_than_in_mit_own_exchange(kdc, tmp_path):
     """MIT's own PKINIT DH login (its capture, ../shared/interop/mit/pcap) against ours,
     dissected by the same tshark: ours must not look worse."""
-    import time
-
     capture = tmp_path / "ours.pcapng"
-    tshark = subprocess.Popen(["tshark", "-i", "lo", "-f", f"port {kdc.port}", "-w",
-                               str(capture)], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 30
-        line = ""
-        while "Capturing on" not in line and time.monotonic() < deadline:
-            line = tshark.stderr.readline()
-        assert "Capturing on" in line
+    with capturing(kdc.port, capture):
         assert kinit(mit_env(tmp_path, kdc.port)).returncode == 0
-        time.sleep(1)
-    finally:
-        tshark.terminate()
-        tshark.wait(timeout=30)
     ours, our_errors, our_replies, text = _malformed_items(capture, kdc.port)
     theirs, their_errors, their_replies, _ = _malformed_items(
         MIT_FIXTURES / "pcap" / "mit_pkinit_dh_as.pcapng", 18888)

@@ -2,53 +2,26 @@
 MIT kinit verifies PKINIT replies the token signed."""
 
 import subprocess
-import sys
 from datetime import UTC, datetime
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
-from pyasn1.codec.der import decoder
-from pyasn1_modules import rfc3447
 
 from common.pki.certs import issue_kdc_certificate
 from telekey.kdc_process import start_kdc, telekey_cmd, write_kdc_config
 from telekey.mit_realm import require_tool
+from tests.softhsm import MODULE, generate_rsa_key, init_token, pin_file, softhsm_directory
 
 pytestmark = pytest.mark.e2e
 REALM = "LAB.TEST"
-MODULE = "/usr/lib/softhsm/libsofthsm2.so"
-# Run in a child process: this test process must not load the module itself.
-GENERATE = """
-import sys, pkcs11
-from pkcs11 import KeyType, Attribute
-from pkcs11.util.rsa import encode_rsa_public_key
-with pkcs11.lib(sys.argv[1]).get_token(token_label='kdc-token').open(rw=True,
-                                                                      user_pin='1234') as s:
-    public, _ = s.generate_keypair(KeyType.RSA, 2048, label='kdc', store=True,
-        private_template={Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False})
-    sys.stdout.buffer.write(encode_rsa_public_key(public))
-"""
 
 
 def test_kdc_signs_inside_softhsm(tmp_path, monkeypatch):
-    tokens = tmp_path / "tokens"
-    tokens.mkdir()
-    conf = tmp_path / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\n"
-                    "log.level = ERROR\nslots.removable = false\n")
-    monkeypatch.setenv("SOFTHSM2_CONF", str(conf))  # the KDC process inherits it
-    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "kdc-token",
-                    "--pin", "1234", "--so-pin", "5678"], check=True, capture_output=True)
-    pin = tmp_path / "pin"
-    pin.write_text("1234\n")
-    pin.chmod(0o600)
-    der = subprocess.run([sys.executable, "-c", GENERATE, MODULE], check=True,
-                         capture_output=True).stdout
-    numbers, _ = decoder.decode(der, asn1Spec=rfc3447.RSAPublicKey())
-    public = rsa.RSAPublicNumbers(int(numbers["publicExponent"]),
-                                  int(numbers["modulus"])).public_key()
+    softhsm_directory(tmp_path, monkeypatch)  # the KDC process inherits SOFTHSM2_CONF
+    init_token("kdc-token")
+    pin = pin_file(tmp_path / "pin")
+    public = generate_rsa_key("kdc-token")
 
     db = f"sqlite:///{tmp_path}/kdc.db"
     pki = tmp_path / "pki"
