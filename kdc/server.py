@@ -62,10 +62,10 @@ class ServiceUnavailable(KerberosError):
 
 
 # Failures of what the KDC depends on, as opposed to bad requests or our bugs.
-_DEPENDENCY_ERRORS = (sqlalchemy.exc.SQLAlchemyError, MasterKeyError, TokenUnavailable)
 _UNAVAILABLE_STATUS = ((sqlalchemy.exc.SQLAlchemyError, "DATABASE_UNAVAILABLE"),
                        (MasterKeyError, "MASTER_KEY_UNAVAILABLE"),
                        (TokenUnavailable, "TOKEN_UNAVAILABLE"))
+_DEPENDENCY_ERRORS = tuple(kind for kind, _ in _UNAVAILABLE_STATUS)
 
 
 def _cause(exc: BaseException) -> str:

@@ -136,7 +136,7 @@ def test_kill_9_while_50_devices_log_in(tmp_path, maker, devices):
             database.add_customer(f"555{extra:04d}", "02:00:00:02:00:00")
             committed.append(f"555{extra:04d}")
         outcomes = [f.result(timeout=60) for f in futures]
-    assert any(o.startswith("failed") for o in outcomes) or len(outcomes) == DEVICES
+    assert len(outcomes) == DEVICES  # every login ended, by a ticket or a clean failure
     restarted = start_kdc(config, tmp_path / "kdc-2.log")
     try:
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
