@@ -4,6 +4,7 @@ with encrypted timestamp, keeps an SA with its controller like a device, and ans
 call, sending back the media it receives (an echo test line)."""
 
 import asyncio
+import os
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from common.calls.user_agent import UserAgent
 from common.kerberos.ccache import Credential
 from common.kerberos.keytab import decode_keytab
 from common.log import get_logger
+from cta.broker_keys import DeviceBrokerKeys
 from cta.phone import Phone
 from runtime.controller_link import ControllerAddress, ControllerLink
 from runtime.kdc_client import keytab_login
@@ -40,8 +42,9 @@ async def run(*, principal: str, keytab: Path, realm: str, kdc: str,
     await renew()
     link = ControllerLink([controller], held.get, renew)
     await link.start()
-    phone = Phone(UserAgent(realm=realm, identity=number), link, answer="echo",
-                  record_dir=record_dir, esp_keylog=esp_keylog)
+    broker = DeviceBrokerKeys(principal, os.urandom(32), None, link)
+    phone = Phone(UserAgent(realm=realm, identity=number, broker=broker.call_key), link,
+                  answer="echo", record_dir=record_dir, esp_keylog=esp_keylog, broker=broker)
     await phone.start()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

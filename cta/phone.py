@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.calls import sip
 from common.calls.sdp import MediaDescription
+from common.calls.sip import SipError
 from common.calls.user_agent import UaCall, UaEvent, UserAgent
 from common.errors import KerberosError
 from common.log import get_logger
@@ -43,8 +45,9 @@ class Phone(asyncio.DatagramProtocol):
     def __init__(self, ua: UserAgent, link: ControllerLink, *, host: str = "127.0.0.1",
                  answer: str = "record", play: array | None = None,  # type: ignore[type-arg]
                  record_dir: Path | None = None, esp_keylog: Path | None = None,
-                 srtp_profile: str = "AES_CM_128_HMAC_SHA1_80") -> None:
+                 srtp_profile: str = "AES_CM_128_HMAC_SHA1_80", broker: Any = None) -> None:
         self.ua = ua
+        self.broker = broker  # cta/broker_keys.py, for the broker's MESSAGEs
         self.link = link
         self.host = host
         self.answer_mode = answer
@@ -86,11 +89,11 @@ class Phone(asyncio.DatagramProtocol):
     # Outgoing ------------------------------------------------------------------------
 
     async def call(self, number: str, play: array | None = None,  # type: ignore[type-arg]
-                   timeout: float = 15.0) -> dict[str, Any]:
+                   timeout: float = 15.0, conference: str | None = None) -> dict[str, Any]:
         media = MediaSession(play if play is not None else self.play)
         rtp_port = await media.open(self.host)
         call, invite = self.ua.invite(number, MediaDescription(
-            self.host, rtp_port, self.esp_port, self.srtp_profile))
+            self.host, rtp_port, self.esp_port, self.srtp_profile), conference=conference)
         active = Active(call, media, time.monotonic(),
                         asyncio.get_running_loop().create_future())
         self.active[call.call_id] = active
@@ -137,6 +140,14 @@ class Phone(asyncio.DatagramProtocol):
     # From the controller -------------------------------------------------------------
 
     def on_controller(self, data: bytes) -> None:
+        if self.broker is not None and data.startswith(b"MESSAGE "):
+            try:
+                reply = self.broker.handle(sip.parse(data))
+            except SipError:
+                reply = None
+            if reply is not None:
+                self._to_controller([reply])
+                return
         event = self.ua.receive_from_controller(data)
         call = event.call
         if event.kind == "malformed":
@@ -248,6 +259,7 @@ class Phone(asyncio.DatagramProtocol):
 
     def status(self) -> dict[str, Any]:
         return {"esp_port": self.esp_port, "answer": self.answer_mode,
+                **({"broker": self.broker.status()} if self.broker is not None else {}),
                 "active": [{"call_id": a.call.call_id, "state": a.call.state,
                             **a.media.stats()} for a in self.active.values()],
                 "finished": list(self.finished.values())[-20:]}

@@ -41,7 +41,12 @@ import json
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
+from common.broker import keys as broker_keys
+from common.broker.broker import Broker, BrokerUnavailable
+from common.broker.headers import KeyDelivery, parse_key_delivery
+from common.broker.keys import BrokerKey, BrokerKeyError
 from common.calls import sip
 from common.calls.admission import admit_invite, called_number
 from common.calls.keys import (
@@ -50,6 +55,7 @@ from common.calls.keys import (
     CallKey,
     ack_hash,
     new_call_key,
+    new_spi,
     srtp_keys,
 )
 from common.calls.sip import SipError, SipMessage
@@ -58,6 +64,16 @@ from common.messages.restriction import DeviceRestriction
 
 Leg = tuple[str, str]  # ("device", client principal) or ("peer", controller principal)
 MAX_ENDED = 10_000
+
+
+class ChainedKeys(Protocol):
+    """What the chained call-key policy needs from the daemon: the broker (its pools in the
+    controller's database) and the channel secret of the SA a leg's messages travel on —
+    `sending`: the one we send on (a device's SA, our link to a peer), else the one the
+    leg's messages reach us on (a peer's link to us)."""
+    broker: Broker
+
+    def secret(self, leg: Leg, *, sending: bool) -> bytes | None: ...
 
 
 @dataclass(frozen=True)
@@ -90,7 +106,7 @@ class Call:
     call_id: str
     caller: Leg  # where the INVITE came from
     callee: Leg  # where we forwarded it
-    key: CallKey
+    key: CallKey | None  # None until a peer broker's 200 brings it (chained policy)
     origin: bool  # we made the key (caller's controller)
     terminating: bool  # the callee is one of our devices
     received: SipMessage  # the INVITE as it came from the caller's side
@@ -100,6 +116,23 @@ class Call:
     answer: SipMessage | None = None
     upstream_answer: SipMessage | None = None  # the 200 as we passed it on (repeated as is)
     started: float = 0.0  # monotonic seconds, for expire()
+    # The chained policy: the session key (one of the callee's broker keys), the key of the
+    # caller's that wraps it for the caller, and the caller's Broker-Key once it is made.
+    broker_key: BrokerKey | None = None
+    wrapping: BrokerKey | None = None
+    delivery: str | None = None
+    spi: int = 0
+
+
+@dataclass(frozen=True)
+class _Keyed:
+    """A new call's keys as `CallControl._call_keys` chose them."""
+    key: CallKey | None
+    spi: int
+    header: tuple[str, str]  # what carries the key to the callee's side
+    broker_key: BrokerKey | None = None
+    wrapping: BrokerKey | None = None
+    delivery: str | None = None
 
 
 def encode_call_key(key: CallKey) -> str:
@@ -119,7 +152,9 @@ def decode_call_key(value: str) -> CallKey:
     return CallKey(Key(CALL_ENCTYPE, data), spi)
 
 
-def ack_matches(message: SipMessage, key: CallKey) -> bool:
+def ack_matches(message: SipMessage, key: CallKey | None) -> bool:
+    if key is None:
+        return False
     value = message.header("call-key-ack") or ""
     return hmac.compare_digest(value.strip().lower(), ack_hash(key.key, key.spi).hex())
 
@@ -154,7 +189,8 @@ class CallControl:
                  routes: dict[str, str], online: Callable[[str], bool],
                  seal: Callable[[bytes, str], bytes] | None = None,
                  srtp_profile: str = "AES_CM_128_HMAC_SHA1_80",
-                 new_key: Callable[[], CallKey] = new_call_key) -> None:
+                 new_key: Callable[[], CallKey] = new_call_key,
+                 chained: ChainedKeys | None = None) -> None:
         self.principal = principal  # ours, e.g. sigctl/sc1.lab.test
         self.realm = realm
         self.lines = lines  # number → device principal homed here
@@ -166,6 +202,7 @@ class CallControl:
             raise ValueError(f"unknown SRTP profile {srtp_profile}")
         self.srtp_profile = srtp_profile
         self.new_key = new_key
+        self.chained = chained  # None: the per-call policy (a random key per call)
         self.calls: dict[str, Call] = {}
         self.ended: dict[str, None] = {}  # recently ended Call-IDs (BYE of the other leg)
         self._now = 0.0
@@ -275,17 +312,21 @@ class CallControl:
         assert destination is not None  # reachable
         if destination[0] == "device" and not self.online(destination[1]):
             raise SipError(480, "Temporarily Unavailable")
-        if from_peer:
-            value = message.header("call-key")
-            if value is None:
-                raise SipError(400, "Missing Call-Key")
-            key, origin = decode_call_key(value), False
-        else:
-            key, origin = self.new_key(), True
+        origin = not from_peer
+        try:
+            keyed = self._call_keys(source, destination, message, origin)
+        except BrokerUnavailable as exc:
+            out.events.append({"event": "broker_unavailable", "call_id": message.call_id,
+                               "error": str(exc)[:200]})
+            raise SipError(503, "Key Broker Unavailable") from exc
+        except SipError:
+            out.ended = message.call_id  # the daemon replaces any broker key taken
+            raise
+        key, header = keyed.key, keyed.header
         out.send(source, sip.response(message, 100))
         branch = "z9hG4bK" + secrets.token_hex(8)
-        add = [("call-key", encode_call_key(key))]
-        drop: tuple[str, ...] = ("max-forwards", "call-key")
+        add = [header]
+        drop: tuple[str, ...] = ("max-forwards", "call-key", "broker-key", "conference")
         if origin:
             drop += ("from",)
             caller_number = self.numbers.get(source[1], source[1].replace("/", "-"))
@@ -296,15 +337,90 @@ class CallControl:
                                   front=[("via", f"SIP/2.0/UDP {self.principal};branch={branch}")])
         call = Call(message.call_id, source, destination, key, origin,
                     destination[0] == "device", message, forwarded, branch,
-                    started=self._now)
+                    started=self._now, broker_key=keyed.broker_key, wrapping=keyed.wrapping,
+                    delivery=keyed.delivery, spi=keyed.spi)
         self.calls[call.call_id] = call
-        if origin and self.seal is not None:
-            out.escrow = EscrowRecord(call.call_id, self.seal(
-                escrow_plaintext(call.call_id, key, self.srtp_profile), call.call_id))
+        if origin and key is not None:
+            self._escrow(call, key, out)
         out.send(destination, forwarded)
         out.events.append({"event": "call_invite", "call_id": call.call_id,
                            "caller": source[1], "callee": destination[1], "number": number,
-                           "origin": origin, "spi": f"0x{key.spi:08x}"})
+                           "origin": origin, "spi": f"0x{keyed.spi:08x}",
+                           **({"broker_key": f"{keyed.broker_key.owner} "
+                                             f"{keyed.broker_key.key_id}"}
+                              if keyed.broker_key else {})})
+
+    def _escrow(self, call: Call, key: CallKey, out: Outcome) -> None:
+        if self.seal is not None:
+            out.escrow = EscrowRecord(call.call_id, self.seal(
+                escrow_plaintext(call.call_id, key, self.srtp_profile), call.call_id))
+
+    def _call_keys(self, source: Leg, destination: Leg, message: SipMessage,
+                   origin: bool) -> "_Keyed":
+        """The call's key and the header that carries it to the callee's side: a random key
+        (the per-call policy, or a peer's INVITE with Call-Key), or broker keys (chained)."""
+        if not origin and message.header("call-key") is not None:
+            key = decode_call_key(message.header("call-key") or "")
+            return _Keyed(key, key.spi, ("call-key", encode_call_key(key)))
+        if self.chained is None:
+            if not origin:
+                raise SipError(400 if message.header("broker-key") is None else 488,
+                               "Missing Call-Key" if message.header("broker-key") is None
+                               else "Chained Call Keys Not Supported")
+            key = self.new_key()
+            return _Keyed(key, key.spi, ("call-key", encode_call_key(key)))
+        broker = self.chained.broker
+        call_id = message.call_id
+        spi = new_spi()
+        if not origin:  # a peer broker's chained INVITE: the session key is our device's
+            spi = parse_key_delivery(message.header("broker-key") or "").spi
+        conference = message.header("conference") if origin else None
+        if conference is not None:
+            return self._conference_keys(source, destination, conference, spi, call_id)
+        wrapping = None
+        if origin:
+            wrapping = broker.take(source[1], call_id)
+            if wrapping is None:
+                raise SipError(503, "No Broker Key")
+        if destination[0] == "peer":  # the callee's broker chooses; its 200 brings the key
+            return _Keyed(None, spi, ("broker-key", KeyDelivery(spi).encode()),
+                          wrapping=wrapping)
+        session_key = broker.take(destination[1], call_id)
+        if session_key is None:
+            raise SipError(503, "No Broker Key")
+        key = CallKey(Key(CALL_ENCTYPE, session_key.key), spi)
+        delivery = None
+        if wrapping is not None:
+            secret = self.chained.secret(source, sending=True)
+            if secret is None:
+                raise SipError(503, "No Broker Key")
+            delivery = Broker.deliver(source[1], wrapping, session_key, secret, spi,
+                                      call_id).encode()
+        return _Keyed(key, spi, ("broker-key", KeyDelivery(
+            spi, session_key.owner, session_key.key_id).encode()),
+            broker_key=session_key, wrapping=wrapping, delivery=delivery)
+
+    def _conference_keys(self, source: Leg, destination: Leg, conference: str, spi: int,
+                         call_id: str) -> "_Keyed":
+        """seed 003 FIG. 2: a third party joins the host's call; it receives that call's
+        session key wrapped under one of its own keys."""
+        assert self.chained is not None
+        existing = self.calls.get(conference.strip())
+        if existing is None or source not in (existing.caller, existing.callee) \
+                or existing.broker_key is None:
+            raise SipError(481, "No Such Conference")
+        if destination[0] != "device":
+            raise SipError(488, "Conference Across Networks Not Supported")
+        wrapping = self.chained.broker.take(destination[1], call_id)
+        secret = self.chained.secret(destination, sending=True)
+        if wrapping is None or secret is None:
+            raise SipError(503, "No Broker Key")
+        session_key = existing.broker_key
+        key = CallKey(Key(CALL_ENCTYPE, session_key.key), spi)
+        to_third = Broker.deliver(destination[1], wrapping, session_key, secret, spi, call_id)
+        return _Keyed(key, spi, ("broker-key", to_third.encode()), broker_key=session_key,
+                      delivery=KeyDelivery(spi, session_key.owner, session_key.key_id,
+                                           session=existing.call_id).encode())
 
     def _reachable(self, message: SipMessage, from_peer: bool) -> list[str]:
         number = called_number(message, self.realm)
@@ -375,6 +491,8 @@ class CallControl:
             return
         upstream = _without_top_via(message)
         if 200 <= status < 300:
+            if call.key is None:  # chained: the callee's broker is a peer, its 200 has the key
+                self._key_from_peer(call, message, out)
             if not ack_matches(message, call.key):
                 out.events.append({"event": "call_key_ack_mismatch",
                                    "call_id": call.call_id, "leg": source[1]})
@@ -386,9 +504,15 @@ class CallControl:
                 return
             call.state = "answered"
             call.answer = message
+            assert call.key is not None  # ack_matches
             if call.origin:
-                upstream = _with_headers(upstream, ("call-key", "call-key-ack"),
-                                         [("call-key", encode_call_key(call.key))])
+                header = ("broker-key", call.delivery) if call.delivery is not None \
+                    else ("call-key", encode_call_key(call.key))
+                upstream = _with_headers(upstream, ("call-key", "call-key-ack", "broker-key"),
+                                         [header])
+            elif call.broker_key is not None and call.caller[0] == "peer":
+                upstream = _with_headers(upstream, ("broker-key",), [
+                    ("broker-key", self._link_delivery(call, call.broker_key))])
             call.upstream_answer = upstream
             out.send(call.caller, upstream)
             out.events.append({"event": "call_answered", "call_id": call.call_id})
@@ -398,6 +522,41 @@ class CallControl:
                 out.events.append({"event": "call_failed", "call_id": call.call_id,
                                    "status": status})
                 self._end(call, out, f"status_{status}")
+
+    def _link_delivery(self, call: Call, key: BrokerKey) -> str:
+        """seed 003 FIG. 3: our device's key for the caller's broker, wrapped under the
+        secret of our link to it."""
+        assert self.chained is not None and call.key is not None
+        secret = self.chained.secret(call.caller, sending=True)
+        if secret is None:
+            raise SipError(503, "No Link To The Caller's Broker")
+        return KeyDelivery(call.key.spi, key.owner, key.key_id, link_wrapped=broker_keys.wrap(
+            secret, secret, key, holder=call.caller[1], session=call.call_id)).encode()
+
+    def _key_from_peer(self, call: Call, message: SipMessage, out: Outcome) -> None:
+        """The session key from the callee's broker (link-wrapped), re-wrapped for our
+        caller; on any failure the key stays unknown and the call fails as unacknowledged."""
+        assert self.chained is not None and call.wrapping is not None
+        try:
+            delivery = parse_key_delivery(message.header("broker-key") or "")
+            secret = self.chained.secret(call.callee, sending=False)
+            caller_secret = self.chained.secret(call.caller, sending=True)
+            if delivery.link_wrapped is None or delivery.key_id is None \
+                    or delivery.owner is None or delivery.spi != call.spi \
+                    or secret is None or caller_secret is None:
+                raise BrokerKeyError("NO_LINK_WRAPPED_KEY")
+            key = broker_keys.unwrap(secret, secret, delivery.link_wrapped,
+                                     holder=self.principal, owner=delivery.owner,
+                                     key_id=delivery.key_id, session=call.call_id)
+        except (SipError, BrokerKeyError) as exc:
+            out.events.append({"event": "broker_key_refused", "call_id": call.call_id,
+                               "leg": call.callee[1], "reason": str(exc)[:120]})
+            return
+        call.broker_key = key
+        call.key = CallKey(Key(CALL_ENCTYPE, key.key), call.spi)
+        call.delivery = Broker.deliver(call.caller[1], call.wrapping, key, caller_secret,
+                                       call.spi, call.call_id).encode()
+        self._escrow(call, call.key, out)
 
     def expire(self, mono: float, max_call_s: float) -> list[Outcome]:
         """End calls older than `max_call_s` (a device that vanished never sends its BYE)."""

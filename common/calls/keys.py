@@ -45,9 +45,13 @@ class SrtpKeys:
         return "SrtpKeys(...)"
 
 
+def new_spi() -> int:
+    """A device-to-device SPI pair's first: even, so that s and s + 1 pair; never < 256."""
+    return (secrets.randbelow(0xFFFFFE00) + 256) & ~1
+
+
 def new_call_key(random: Callable[[int], bytes] = os.urandom) -> CallKey:
-    spi = secrets.randbelow(0xFFFFFE00) + 256
-    return CallKey(Key.random(CALL_ENCTYPE, random), spi & ~1)  # even: s and s + 1 pair
+    return CallKey(Key.random(CALL_ENCTYPE, random), new_spi())
 
 
 def ack_hash(key: Key, spi: int) -> bytes:

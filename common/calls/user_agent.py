@@ -21,11 +21,15 @@ on s, the callee on s + 1) and SRTP master keys per direction (common.calls.keys
 """
 
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from common.broker.headers import KeyDelivery, parse_key_delivery
+from common.broker.keys import BrokerKeyError
 from common.calls import sip
 from common.calls.control import decode_call_key
-from common.calls.keys import CallKey, SrtpKeys, ack_hash, srtp_keys
+from common.calls.keys import CALL_ENCTYPE, CallKey, SrtpKeys, ack_hash, srtp_keys
+from common.crypto import Key
 from common.calls.sdp import MediaDescription, encode_sdp, parse_sdp
 from common.calls.sip import SipError, SipMessage
 from common.pktc import esp
@@ -81,16 +85,23 @@ class UaEvent:
 
 
 class UserAgent:
-    def __init__(self, *, realm: str, identity: str) -> None:
+    def __init__(self, *, realm: str, identity: str,
+                 broker: Callable[[KeyDelivery, str], bytes] | None = None) -> None:
         self.realm = realm
         self.identity = identity  # our number, or principal (the controller sets From)
+        # Chained call keys (common/broker/device.py `call_key`): the session key a
+        # Broker-Key delivers for a Call-ID; BrokerKeyError when it is refused.
+        self.broker = broker
         self.calls: dict[str, UaCall] = {}
         self.by_spi: dict[int, UaCall] = {}  # our inbound device-to-device SPI
 
     def _address(self, who: str) -> str:
         return f"sip:{who}@{self.realm}"
 
-    def invite(self, number: str, media: MediaDescription) -> tuple[UaCall, bytes]:
+    def invite(self, number: str, media: MediaDescription, conference: str | None = None
+               ) -> tuple[UaCall, bytes]:
+        """An INVITE; with `conference` (the Call-ID of a call of ours under the chained
+        policy), the callee joins that call's session key (seed 003 FIG. 2)."""
         call_id = secrets.token_hex(12) + "@" + self.realm.lower()
         message = sip.request("INVITE", self._address(number), [
             ("via", f"SIP/2.0/UDP {media.host};branch=z9hG4bK{secrets.token_hex(8)}"),
@@ -98,6 +109,7 @@ class UserAgent:
             ("from", f"<{self._address(self.identity)}>;tag={secrets.token_hex(4)}"),
             ("to", f"<{self._address(number)}>"), ("call-id", call_id), ("cseq", "1 INVITE"),
             ("contact", f"<sip:{self.identity}@{media.host}:{media.esp_port}>"),
+            *([("conference", conference)] if conference else []),
             ("content-type", "application/sdp")],
             encode_sdp(media, secrets.randbits(31)))
         call = UaCall(call_id, True, media, message)
@@ -159,10 +171,7 @@ class UserAgent:
             return UaEvent("ignored", known, list(known.responses))  # a retransmission
         if known is not None:
             raise SipError(488, "Re-INVITE Not Supported")
-        value = message.header("call-key")
-        if value is None:
-            raise SipError(400, "Missing Call-Key")
-        key = decode_call_key(value)
+        key = self._call_key(message)
         remote = parse_sdp(message.body)
         placeholder = MediaDescription("0.0.0.0", 1, 1, remote.srtp_profile)
         call = UaCall(message.call_id, False, placeholder, message, remote_media=remote)
@@ -170,6 +179,28 @@ class UserAgent:
         self.calls[call.call_id] = call
         self.by_spi[call.secrets.esp_in.spi] = call
         return UaEvent("incoming", call)
+
+    def _call_key(self, message: SipMessage) -> CallKey:
+        """The call key a Call-Key (per-call policy) or Broker-Key (chained) carries."""
+        value = message.header("call-key")
+        if value is not None:
+            return decode_call_key(value)
+        delivery_value = message.header("broker-key")
+        if delivery_value is None:
+            raise SipError(400, "Missing Call-Key")
+        delivery = parse_key_delivery(delivery_value)
+        if delivery.session is not None:  # a conference we host: that call's key
+            held = self.calls.get(delivery.session)
+            if held is None or held.secrets is None:
+                raise SipError(400, "No Such Conference")
+            return CallKey(held.secrets.key.key, delivery.spi)
+        if self.broker is None:
+            raise SipError(488, "Chained Call Keys Not Supported")
+        try:
+            return CallKey(Key(CALL_ENCTYPE, self.broker(delivery, message.call_id)),
+                           delivery.spi)
+        except BrokerKeyError as exc:
+            raise SipError(403, "Broker Key Refused") from exc
 
     def answer(self, call: UaCall, media: MediaDescription) -> list[bytes]:
         """180 Ringing and 200 OK (our SDP, Call-Key-Ack) for an incoming call."""
@@ -212,7 +243,7 @@ class UserAgent:
             # A repeated 200: our ACK was lost, so send it again.
             return UaEvent("ignored", call, [call.ack] if call.ack else [])
         try:
-            key = decode_call_key(message.header("call-key") or "")
+            key = self._call_key(message)
             remote = parse_sdp(message.body)
         except SipError as exc:
             call.status = exc.status

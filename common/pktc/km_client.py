@@ -19,6 +19,7 @@ from common.kerberos.ap_exchange import ApRequest, build_ap_req, process_ap_rep
 from common.messages.krb_error import KrbError, decode_krb_error
 from common.messages.ticket import Ticket
 from common.messages.types import PrincipalName
+from common.broker.keys import channel_secret
 from common.pktc import esp, km_framing
 
 DEFAULT_SUITES = (esp.AES_GCM_16, esp.AES_CBC_SHA1, esp.DES3_CBC_SHA1)
@@ -35,6 +36,7 @@ class ClientSa:
     hmac_key: bytes
     keys_out: esp.DirectionKeys
     keys_in: esp.DirectionKeys
+    channel_secret: bytes = b""  # for a key broker (common/broker/keys.py)
 
     def rekey_at(self) -> float:
         """When the device starts a new AP exchange: the grace period before the end."""
@@ -118,7 +120,7 @@ class KeyManagementClient:
         self.sa = ClientSa(esp.InboundSa(pending.spi, suite, keys_in),
                            esp.OutboundSa(message.spi, suite, keys_out, self.random),
                            suite, message.lifetime_s, message.grace_s, mono, hmac_key,
-                           keys_out, keys_in)
+                           keys_out, keys_in, channel_secret(subkey))
         self.pending = None
         ack = km_framing.encode_sec_param_recovered(hmac_key) if message.ack_required else None
         return Event("sa", sa=self.sa, ack=ack)

@@ -15,6 +15,9 @@ costs each device one AP exchange (it learns of the restart from a Wake Up or si
 - The replay cache remembers an authenticator for twice the skew by the wall clock (`now`)
   *and* for twice the skew of elapsed time (`mono`): a wall clock stepped forward and back
   again must not make it forget an authenticator that the skew check would accept again.
+- Admission: an AP Request whose ticket verified is refused all the same when the controller's
+  own rule (`admit`, set by the daemon) says so; `revoke_client` forgets a client's SAs when
+  that rule changes (and returns a Rekey to send, so the device notices at once).
 - Security Parameter Recovered → confirms the newest SA of that address.
 - ESP for an unknown SPI → Wake Up to the sender, unless that would amplify: only for a packet
   at least as long as the Wake Up, at most one per second per address, and at most
@@ -45,6 +48,7 @@ from common.kerberos.ticket_cache import TicketCache
 from common.messages.krb_error import encode_krb_error, error_reply
 from common.messages.restriction import DeviceRestriction
 from common.messages.types import PrincipalName
+from common.broker.keys import channel_secret
 from common.pktc import esp, km_framing
 
 Address = tuple[str, int]
@@ -67,6 +71,7 @@ class ControllerSa:
     grace_s: int = 0
     confirmed: bool = False
     rekey_sent: bool = False
+    channel_secret: bytes = b""  # common/broker/keys.py; only when the server is a broker
 
 
 @dataclass
@@ -112,6 +117,7 @@ class PreparedSa:
     grace: int
     restriction: DeviceRestriction | None
     reply: bytes
+    channel_secret: bytes
 
     def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         # A worker pickles one per AP exchange: rebuilt by the constructor, not by
@@ -136,8 +142,9 @@ class KeyManagementServer:
                  ack_required: bool = True,
                  random: Callable[[int], bytes] = os.urandom,
                  spi_share: tuple[int, int] = (0, 1), ticket_cache: int = 16384,
-                 wake_up_rate: float = 2000.0) -> None:
+                 wake_up_rate: float = 2000.0, broker: bool = False) -> None:
         self.principal = principal  # e.g. sigctl/sc1.lab.test
+        self.broker = broker  # each SA gets its channel secret (common/broker/keys.py)
         self.realm = realm
         self.keys = keys
         self.suites = suites
@@ -167,6 +174,10 @@ class KeyManagementServer:
         self._expiries: list[tuple[float, int, ControllerSa]] = []
         self._rekey_at: list[tuple[float, int, ControllerSa]] = []
         self._sequence = itertools.count()
+        # The controller's own admission rule, checked when an SA is installed (after the
+        # ticket verified): raises a KerberosError to refuse the client, e.g. a device whose
+        # number the provisioning service removed (common/provisioning/lines.py).
+        self.admit: Callable[[str, DeviceRestriction | None], None] | None = None
 
     # Key management ------------------------------------------------------------------
 
@@ -231,7 +242,8 @@ class KeyManagementServer:
         self._issued[spi] = mono + lifetime
         return PreparedSa(key, authenticator_fingerprint(accepted.ap_req), accepted.client,
                           peer, spi, message.spi, suite.pktc, to_us, to_device, hmac_key,
-                          lifetime, grace, accepted.restriction, reply)
+                          lifetime, grace, accepted.restriction, reply,
+                          channel_secret(subkey) if self.broker else b"")
 
     def install(self, prepared: PreparedSa, now: datetime, mono: float) -> Exchange:
         """The stateful part, in the process that owns the SAs: the replay cache, then the SA
@@ -244,6 +256,8 @@ class KeyManagementServer:
             self.stats.exchange("spi_in_use")
             return Exchange("ap_request", "SPI_IN_USE", None, prepared.client)
         try:
+            if self.admit is not None:
+                self.admit(prepared.client, prepared.restriction)
             self.replay.check_and_add(prepared.fingerprint, now, mono)
         except KerberosError as exc:
             self.stats.exchange(exc.status)
@@ -254,7 +268,7 @@ class KeyManagementServer:
                           esp.OutboundSa(prepared.device_spi, suite, prepared.to_device,
                                          self.random),
                           prepared.hmac_key, mono + prepared.lifetime, prepared.restriction,
-                          prepared.grace)
+                          prepared.grace, channel_secret=prepared.channel_secret)
         previous = self.newest.get(sa.peer)
         self.sas[sa.inbound.spi] = sa
         self.newest[sa.peer] = sa
@@ -388,12 +402,31 @@ class KeyManagementServer:
             _, _, sa = heapq.heappop(self._rekey_at)
             if sa.rekey_sent or mono >= sa.expires or self.newest.get(sa.peer) is not sa:
                 continue  # replaced, expired, or already sent
-            sa.rekey_sent = True
-            due.append((sa, km_framing.encode_rekey(
-                secrets.randbits(32), f"{self.principal}@{self.realm}", now,
-                sa.inbound.spi, tuple(s.pktc for s in self.suites), self.sa_lifetime_s,
-                self.grace_s, False, sa.hmac_key)))
+            due.append((sa, self.rekey(sa, now)))
         return due
+
+    def rekey(self, sa: ControllerSa, now: datetime) -> bytes:
+        """A Rekey for `sa` (HMAC with its sub-key): the device starts a new AP exchange."""
+        sa.rekey_sent = True
+        return km_framing.encode_rekey(
+            secrets.randbits(32), f"{self.principal}@{self.realm}", now, sa.inbound.spi,
+            tuple(s.pktc for s in self.suites), self.sa_lifetime_s, self.grace_s, False,
+            sa.hmac_key)
+
+    def revoke_client(self, client: str, now: datetime) -> list[tuple[ControllerSa, bytes]]:
+        """Forget every SA of `client` (its admission was withdrawn); returns a Rekey for
+        each address it used, HMAC'd with that SA's sub-key, so that the device starts an AP
+        exchange at once (which `admit` then refuses) instead of at its next packet."""
+        gone = [sa for sa in self.sas.values() if sa.client == client]
+        rekeys = []
+        for sa in gone:
+            del self.sas[sa.inbound.spi]
+            if self.newest.get(sa.peer) is sa:
+                del self.newest[sa.peer]
+                rekeys.append((sa, self.rekey(sa, now)))
+            if self.by_client.get(sa.client) is sa:
+                del self.by_client[sa.client]
+        return rekeys
 
     def expire(self, mono: float) -> int:
         """Forget SAs whose lifetime is over; returns how many went (a heap by expiry: only
