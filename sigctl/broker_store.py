@@ -9,7 +9,9 @@ cannot be reached or is locked beyond `busy_timeout_ms` raises BrokerUnavailable
 caller refuses the call (503) with nothing written.
 """
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
@@ -17,6 +19,7 @@ from common.broker.broker import BrokerUnavailable, PoolState
 from common.broker.keys import BrokerKey, KeyId
 from common.crypto.master_key import KeyWrapper
 
+T = TypeVar("T")
 metadata = sa.MetaData()
 pools = sa.Table(
     "broker_pools", metadata,
@@ -61,7 +64,7 @@ class BrokerStore:
     def close(self) -> None:
         self.engine.dispose()
 
-    def _run(self, work):  # type: ignore[no-untyped-def]
+    def _run(self, work: Callable[[sa.Connection], T]) -> T:
         """`work(conn)` in one transaction, committed; BrokerUnavailable when the database
         is not there (nothing written)."""
         try:
@@ -80,7 +83,7 @@ class BrokerStore:
     # PoolStore -----------------------------------------------------------------------
 
     def pool(self, device: str) -> PoolState | None:
-        def work(conn):  # type: ignore[no-untyped-def]
+        def work(conn: sa.Connection) -> PoolState | None:
             head = conn.execute(sa.select(pools).where(pools.c.device == device)).first()
             if head is None:
                 return None
@@ -88,10 +91,10 @@ class BrokerStore:
                                           keys.c.session).where(keys.c.device == device))
             return PoolState(head.epoch, head.state, head.established,
                              {r.slot: (r.generation, r.state, r.session) for r in rows})
-        return self._run(work)  # type: ignore[no-any-return]
+        return self._run(work)
 
     def pools(self) -> list[tuple[str, PoolState]]:
-        def work(conn):  # type: ignore[no-untyped-def]
+        def work(conn: sa.Connection) -> Any:
             heads = conn.execute(sa.select(pools)).all()
             slots: dict[str, dict[int, tuple[int, str, str | None]]] = {}
             for r in conn.execute(sa.select(keys.c.device, keys.c.slot, keys.c.generation,
@@ -99,12 +102,12 @@ class BrokerStore:
                 slots.setdefault(r.device, {})[r.slot] = (r.generation, r.state, r.session)
             return [(h.device, PoolState(h.epoch, h.state, h.established,
                                          slots.get(h.device, {}))) for h in heads]
-        return self._run(work)  # type: ignore[no-any-return]
+        return self._run(work)
 
     def offer(self, device: str, epoch: int, new: list[bytes], now: float) -> None:
         wrapped = [self._wrap(k) for k in new]
 
-        def work(conn):  # type: ignore[no-untyped-def]
+        def work(conn: sa.Connection) -> Any:
             conn.execute(keys.delete().where(keys.c.device == device))
             conn.execute(pools.delete().where(pools.c.device == device))
             conn.execute(pools.insert().values(device=device, epoch=epoch, state="offered",
@@ -127,14 +130,14 @@ class BrokerStore:
     @staticmethod
     def _select(device: str, *where: sa.ColumnElement[bool]) -> sa.Select:  # type: ignore[type-arg]
         return sa.select(keys, pools.c.epoch).join(pools, pools.c.device == keys.c.device) \
-            .where(keys.c.device == device, *where)
+            .where(keys.c.device == device, *where).order_by(keys.c.slot)
 
     def keys(self, device: str) -> dict[int, BrokerKey]:
         rows = self._run(lambda conn: conn.execute(self._select(device)).all())
         return {r.slot: self._key(device, r) for r in rows}
 
     def take(self, device: str, session: str) -> BrokerKey | None:
-        def work(conn):  # type: ignore[no-untyped-def]
+        def work(conn: sa.Connection) -> Any:
             for row in conn.execute(self._select(device)).all():
                 if row.state != "ready":
                     continue
@@ -152,14 +155,14 @@ class BrokerStore:
                       ) -> KeyId | None:
         mkvno, wrapped = self._wrap(new_key)
 
-        def work(conn):  # type: ignore[no-untyped-def]
+        def work(conn: sa.Connection) -> KeyId | None:
             row = conn.execute(self._select(device, keys.c.slot == slot)).first()
             if row is None or row.state != "in_use" or row.session != session:
                 return None
             conn.execute(keys.update().where(keys.c.device == device, keys.c.slot == slot)
                          .values(state="refreshing", next_key=wrapped, next_mkvno=mkvno))
             return KeyId(row.epoch, slot, row.generation + 1)
-        return self._run(work)  # type: ignore[no-any-return]
+        return self._run(work)
 
     def refreshing(self, device: str, slot: int) -> tuple[BrokerKey, BrokerKey, str] | None:
         row = self._run(lambda conn: conn.execute(
@@ -171,7 +174,7 @@ class BrokerStore:
         return self._key(device, row), new, row.session
 
     def commit_refresh(self, device: str, key_id: KeyId) -> bool:
-        def work(conn):  # type: ignore[no-untyped-def]
+        def work(conn: sa.Connection) -> Any:
             row = conn.execute(self._select(device, keys.c.slot == key_id.slot)).first()
             if row is None or row.state != "refreshing" or row.epoch != key_id.epoch \
                     or row.generation + 1 != key_id.generation:

@@ -125,7 +125,7 @@ class DevicePool:
             return bk.BrokerKey(self.me, delivery.key_id, key)
         assert delivery.by is not None  # parse_key_delivery insists
         wrapping = self._held(delivery.by)
-        key = bk.unwrap(wrapping, secret, delivery.wrapped, holder=self.me,
-                        owner=delivery.owner, key_id=delivery.key_id, session=session)
+        delivered = bk.unwrap(wrapping, secret, delivery.wrapped, holder=self.me,
+                              owner=delivery.owner, key_id=delivery.key_id, session=session)
         self._use(delivery.by, session)
-        return key
+        return delivered

@@ -3,20 +3,23 @@
 Each value is `name=value` parameters separated by `;`, in any order; unknown parameters are
 ignored (a later version may add some), a missing or malformed one is SipError 400.
 
-| header | in | parameters |
-|---|---|---|
-| `Broker-Key` | INVITE to the callee, 200 to the caller, INVITE to a conference's third party, INVITE and 200 between controllers | `owner` (the key's device), `key` (E.i.g), `spi`; `wrap` + `by` (RFC 5649 wrap for the recipient under its key `by`), or `link-wrap` (between controllers), or `session` (a conference host's existing call); only `spi` in a chained INVITE between controllers |
-| `Broker-Pool` | MESSAGE to a device | `epoch`, `slots` |
-| `Broker-Refresh` | MESSAGE to a device | `key` (the new E.i.g), `wrap`, `session` |
-| `Broker-Ack` | the device's 200 to either MESSAGE | `epoch` or `key`, and `proof` |
-| `Conference` | a conference host's INVITE | the Call-ID of the call whose session key the new party joins |
+- `Broker-Key` (INVITE to the callee, 200 to the caller, INVITE to a conference's third
+  party, INVITE and 200 between controllers): `owner` (the key's device), `key` (E.i.g),
+  `spi`; with `wrap` + `by` (an RFC 5649 wrap for the recipient under its key `by`), or
+  `link-wrap` (between controllers), or `session` (a conference host's existing call); only
+  `spi` in a chained INVITE between controllers.
+- `Broker-Pool` (MESSAGE to a device): `epoch`, `slots`.
+- `Broker-Refresh` (MESSAGE to a device): `key` (the new E.i.g), `wrap`, `session`.
+- `Broker-Ack` (the device's 200 to either MESSAGE): `epoch` or `key`, and `proof`.
+- `Conference` (a conference host's INVITE): the Call-ID of the call whose session key the
+  new party joins.
 """
 
 import base64
 import binascii
 from dataclasses import dataclass
 
-from common.broker.keys import KeyId, MAX_SLOTS
+from common.broker.keys import MAX_SLOTS, KeyId
 from common.calls.sip import SipError
 
 MAX_WRAPPED = 64

@@ -29,9 +29,9 @@ from common.broker.keys import BrokerKeyError
 from common.calls import sip
 from common.calls.control import decode_call_key
 from common.calls.keys import CALL_ENCTYPE, CallKey, SrtpKeys, ack_hash, srtp_keys
-from common.crypto import Key
 from common.calls.sdp import MediaDescription, encode_sdp, parse_sdp
 from common.calls.sip import SipError, SipMessage
+from common.crypto import Key
 from common.pktc import esp
 
 

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from common.broker.keys import channel_secret
 from common.crypto import Key
 from common.errors import MalformedMessage
 from common.kerberos.ap_exchange import ApRequest, build_ap_req, process_ap_rep
 from common.messages.krb_error import KrbError, decode_krb_error
 from common.messages.ticket import Ticket
 from common.messages.types import PrincipalName
-from common.broker.keys import channel_secret
 from common.pktc import esp, km_framing
 
 DEFAULT_SUITES = (esp.AES_GCM_16, esp.AES_CBC_SHA1, esp.DES3_CBC_SHA1)

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from common.broker.keys import channel_secret
 from common.codes import ErrorCode
 from common.crypto import Key
 from common.errors import KerberosError, MalformedMessage
@@ -48,7 +49,6 @@ from common.kerberos.ticket_cache import TicketCache
 from common.messages.krb_error import encode_krb_error, error_reply
 from common.messages.restriction import DeviceRestriction
 from common.messages.types import PrincipalName
-from common.broker.keys import channel_secret
 from common.pktc import esp, km_framing
 
 Address = tuple[str, int]
@@ -117,7 +117,7 @@ class PreparedSa:
     grace: int
     restriction: DeviceRestriction | None
     reply: bytes
-    channel_secret: bytes
+    channel_secret: bytes = b""
 
     def __reduce__(self) -> tuple[type, tuple[object, ...]]:
         # A worker pickles one per AP exchange: rebuilt by the constructor, not by

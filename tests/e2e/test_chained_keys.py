@@ -21,7 +21,7 @@ from common.crypto import Key
 from cta.media import read_wav, tone, write_wav
 from runtime.master_key_store import MasterKeyring, open_store
 from sigctl.broker_store import BrokerStore
-from telekey.loopback import REALM, Lab, events, manage, wait_for, wait_for_sa
+from telekey.loopback import Lab, events, manage, wait_for, wait_for_sa
 
 pytestmark = pytest.mark.e2e
 A_MAC, C_MAC, B_MAC = "00:1a:2b:3c:5d:0a", "00:1a:2b:3c:5d:0c", "00:1a:2b:3c:5d:0b"
@@ -189,9 +189,10 @@ def test_cross_network_call_and_a_conference_carry_audio(chained):
     # Every participant whose key the session used gets a fresh one.
     wait_for(lambda: manage(lab.b, op="status")["calls"]["broker"]["keys"][str(key_id.slot)]
              == str(key_id.next()))
-    for controller, device in (("sc1", lab.a), ("sc1", lab.c), ("sc2", lab.b)):
-        names = [e["event"] for e in events(lab.process(controller), "broker_refresh_sent")]
-        assert names, controller
+    sessions = {first["call_id"], joined["call_id"]}
+    for controller, mac in (("sc1", A_MAC), ("sc1", C_MAC), ("sc2", B_MAC)):
+        assert any(e["device"] == lab.principal[mac] and e["session"] in sessions
+                   for e in events(lab.process(controller), "broker_refresh_sent")), mac
     assert not events(lab.process("sc1"), "broker_refresh_refused")
 
 
@@ -249,10 +250,10 @@ def test_the_periodic_refresh_replaces_every_pool_within_its_period(chained):
     lab.process("sc1").stop()
     lab.start("sc1", broker_refresh_s=4.0)
     # Pools older than the period are replaced at the devices' next AP exchange...
-    wait_for(lambda: all(e > b for e, b in zip(epochs(), before)), timeout=15)
+    wait_for(lambda: all(e > b for e, b in zip(epochs(), before, strict=True)), timeout=15)
     fresh, started = epochs(), time.monotonic()
     # ...and each fresh one again within the period, by a Rekey from the broker.
-    wait_for(lambda: all(e > f for e, f in zip(epochs(), fresh)), timeout=10)
+    wait_for(lambda: all(e > f for e, f in zip(epochs(), fresh, strict=True)), timeout=10)
     assert time.monotonic() - started < 4.0 + 2.0  # the period, and a Rekey's round trip
     refreshed = {e["device"] for e in events(lab.process("sc1"), "broker_periodic_refresh")}
     assert {lab.principal[A_MAC], lab.principal[C_MAC]} <= refreshed
