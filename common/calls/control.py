@@ -29,6 +29,13 @@ message tagged with the `Leg` it came on, and says what to send on which leg.
   escrow record's retention. A BYE from a peer controller (it ended the call) is passed on to
   our device.
 
+Under the chained policy (`chained`, seed 003; docs/protocol.md §13) no key is made: the
+callee's controller takes one of the callee's broker keys (the INVITE to the callee names it in
+`Broker-Key`), the caller receives it in the 200 wrapped under one of its own, a peer broker
+sends it link-wrapped in its 200, and a conference's third party (INVITE with `Conference:
+<Call-ID>`) receives the host's session key wrapped under one of its own. The daemon replaces
+every key a call took when the call ends (`Outcome.ended`).
+
 Malformed SIP is answered with its 400-class response (common/calls/sip.py) or dropped when it
 cannot be addressed; a message for a call we do not know is 481 (requests) or dropped
 (responses). One call's failure never touches another call.
