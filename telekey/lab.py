@@ -16,8 +16,10 @@ through ESP, survive a kill -9 of the controller without PKINIT; tshark decodes 
 
 Part 4, calls, as a timeline with per-step latencies: two controllers, provisioned
 and unprovisioned devices, calls across controllers and to the echo server with audio checked
-both ways, a kill -9 of a controller and a call after it; a pcap of everything, keytabs and
-esp_sa stay in the work directory.
+both ways; an enterprise phone (seed 002) that gets its key file from the key server,
+registers with its controller over H.225.0 RAS and calls a cable device; a kill -9 of a
+controller and a call after it; a pcap of everything, keytabs and esp_sa stay in the work
+directory.
 """
 
 import subprocess
@@ -34,6 +36,11 @@ from common.kerberos.keytab import KeytabEntry, decode_keytab, encode_keytab, fi
 from common.messages.ticket import decode_enc_ticket_part, decode_ticket
 from telekey.kdc_process import start_kdc, telekey_cmd
 from telekey.mit_realm import REALM, require_tool, start_mit_realm
+
+# The lab's enterprise phone (seed 002): its extension and PIN, administered at sc1.
+PHONE_EXT, PHONE_PIN = "1500", "482915"
+# h225.RasMessage values as tshark prints them (the RasMessage CHOICE index).
+RAS_NAMES = {"0": "GRQ", "1": "GCF", "2": "GRJ", "3": "RRQ", "4": "RCF"}
 
 
 def step(text: str) -> None:
@@ -96,9 +103,9 @@ def run_kdc_part(directory: Path) -> None:
 
 
 def run_device_part(directory: Path) -> None:
-    """Issue #4 so far: a device made in a SoftHSM2 token logs in, unprovisioned, with its
-    factory certificate; self-issues a certificate on a signed request (seed 004) and logs in
-    with it; then reaches a backup controller through TGS."""
+    """A device made in a SoftHSM2 token logs in, unprovisioned, with its factory
+    certificate; self-issues a certificate on a signed request (seed 004) and logs in with it;
+    then reaches a backup controller through TGS."""
     import json
     import sys
 
@@ -158,9 +165,9 @@ def run_device_part(directory: Path) -> None:
 
 
 def run_controller_part(directory: Path) -> None:
-    """Issue #5 so far: a KDC, a signaling controller and two devices in SoftHSM tokens on
-    loopback — PKINIT, AP exchange, echo through ESP; kill -9 of the controller and the
-    devices back without a new PKINIT; tshark decodes and decrypts the capture."""
+    """A KDC, a signaling controller and two devices in SoftHSM tokens on loopback —
+    PKINIT, AP exchange, echo through ESP; kill -9 of the controller and the devices back
+    without a new PKINIT; tshark decodes and decrypts the capture."""
     import os
     import signal
 
@@ -232,12 +239,12 @@ class Timeline:
 
 
 def run_call_part(directory: Path) -> None:
-    """Issue #6: the whole story with calls, as a timeline."""
+    """The whole story with calls, as a timeline."""
     import os
     import signal
 
-    from cta.media import read_wav
-    from telekey.loopback import CallLab, events, manage, wait_for
+    from cta.media import read_wav, tone, write_wav
+    from telekey.loopback import CallLab, Enterprise, events, manage, wait_for
     from telekey.service_process import ServiceProcess
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -247,10 +254,15 @@ def run_call_part(directory: Path) -> None:
     clock.mark(f"realm, operator CA, manufacturer CA, escrow key pair; KDC on "
                f"127.0.0.1:{lab.kdc.port}; tshark capturing")
     try:
-        lab.start_controller("sc1")
+        enterprise = Enterprise(lab)
+        clock.mark(f"enterprise key server (seed 002) on 127.0.0.1:{enterprise.ports['basic']} "
+                   f"(key files) and :{enterprise.ports['advanced']} (K_g, mutual TLS), its "
+                   "seed set")
+        lab.start_controller("sc1", **enterprise.controller_settings("sc1"))
         lab.start_controller("sc2")
-        clock.mark("controllers sc1 (lines 1001, 1009, 611; routes 2* to sc2) and sc2 "
-                   "(line 2002; routes 1*, 6* to sc1) started, keytabs from principal ktadd")
+        clock.mark("controllers sc1 (lines 1001, 1009, 611; routes 2* to sc2; H.225.0 RAS for "
+                   "enterprise phones) and sc2 (line 2002; routes 1*, 6* to sc1) started, "
+                   "keytabs from principal ktadd")
         lab.start_devices()
         clock.mark("devices manufactured (SoftHSM tokens); A=1001 and B=2002 provisioned "
                    "(operator certificates + customer records); U left unprovisioned; all "
@@ -285,6 +297,21 @@ def run_call_part(directory: Path) -> None:
         clock.mark(f"unprovisioned U calls 2002: {refused.get('status')} (restricted ticket)")
         call("U calls customer service 611", lab.u, "611", "u", "u")
 
+        enterprise.add_extension("sc1", PHONE_EXT, PHONE_PIN)
+        lab.wav["p"] = directory / "p.wav"  # as long as B's tone, at least: B is heard whole
+        write_wav(lab.wav["p"], tone(0.9, 520.0))
+        (directory / "rec-p").mkdir(exist_ok=True)
+        phone = enterprise.phone(PHONE_EXT, PHONE_PIN, "sc1", "--record-dir",
+                                 str(directory / "rec-p"), "--esp-keylog",
+                                 str(directory / "esp_sa"))
+        wait_for(lambda: (manage(phone, op="status")["link"] or {}).get("sa"), timeout=30)
+        key_file, registered = events(phone, "key_file")[0], events(phone, "registered")[0]
+        clock.mark(f"enterprise phone {PHONE_EXT} (a PIN and a SoftHSM token, no certificate): "
+                   f"key file from the key server (g {key_file['g'][:8]}..., CV_m "
+                   f"{key_file['cvm']}), registered with sc1 (GRQ, GCF, RRQ, RCF) in "
+                   f"{registered['ms']} ms, SA {registered['spi_in']} {registered['suite']}")
+        call(f"phone {PHONE_EXT} calls B across sc1 -> sc2", phone, "2002", "p", "b")
+
         os.kill(lab.controllers["sc2"]["process"].process.pid, signal.SIGKILL)
         lab.controllers["sc2"]["process"].process.wait()
         devices = (lab.a, lab.b, lab.u)
@@ -307,16 +334,21 @@ def run_call_part(directory: Path) -> None:
         clock.mark(f"escrow authority opens the first call's record: "
                    f"{len(opened.stdout.splitlines())} lines of keys (access recorded)")
         esp_sa = directory / "esp_sa"
-        count = subprocess.run(
-            ["tshark", "-r", str(lab.capture.path), *_udpencap(lab),
-             "-o", "esp.enable_encryption_decode:TRUE",
+        ras_port = lab.controllers["sc1"]["process"].listening["ras_port"]
+        rows = [line.split("\t") for line in subprocess.run(
+            ["tshark", "-r", str(lab.capture.path), *_udpencap(lab, phone), "-d",
+             f"udp.port=={ras_port},h225", "-o", "esp.enable_encryption_decode:TRUE",
              *[a for line in esp_sa.read_text().splitlines() for a in ("-o",
                                                                        f"uat:esp_sa:{line}")],
-             "-Y", "sip", "-T", "fields", "-e", "sip.Method", "-e", "sip.Status-Code"],
-            capture_output=True, text=True, timeout=120, check=True).stdout.split()
+             "-Y", "sip or h225", "-T", "fields", "-e", "sip.Method", "-e", "sip.Status-Code",
+             "-e", "h225.RasMessage"],
+            capture_output=True, text=True, timeout=120, check=True).stdout.splitlines()]
+        count = [field for row in rows for field in row[:2]]
+        ras = [RAS_NAMES.get(row[2], row[2]) for row in rows if len(row) > 2 and row[2]]
         clock.mark(f"tshark decrypts the capture with esp_sa: {count.count('INVITE')} INVITEs, "
-                   f"{count.count('BYE')} BYEs, {count.count('200')} 200s dissected; files: "
-                   f"{lab.capture.path}, {esp_sa}, {directory}/*.keytab")
+                   f"{count.count('BYE')} BYEs, {count.count('200')} 200s dissected; "
+                   f"H.225.0 RAS: {', '.join(ras)}; files: {lab.capture.path}, {esp_sa}, "
+                   f"{directory}/*.keytab")
     finally:
         lab.close()
 
@@ -333,12 +365,12 @@ def _telekey() -> list[str]:
     return [sys.executable, "-m", "telekey"]
 
 
-def _udpencap(lab: object) -> list[str]:
+def _udpencap(lab: object, phone: object) -> list[str]:
     from telekey.loopback import manage
 
     ports = [lab.controllers[n]["esp_port"] for n in ("sc1", "sc2")]  # type: ignore[attr-defined]
-    ports += [manage(d, op="status")["calls"]["esp_port"]
-              for d in (lab.a, lab.b, lab.u)]  # type: ignore[attr-defined]
+    ports += [manage(d, op="status")["calls"]["esp_port"]  # type: ignore[arg-type]
+              for d in (lab.a, lab.b, lab.u, phone)]  # type: ignore[attr-defined]
     ports.append(lab.echo.listening["esp_port"])  # type: ignore[attr-defined]
     return [a for port in ports for a in ("-d", f"udp.port=={port},udpencap")]
 
@@ -401,5 +433,5 @@ def run_lab(workdir: Path | None = None) -> None:
     step(f"lab finished in {time.monotonic() - started:.1f} s: telekey's KDC serves MIT's "
          "clients and telekey's devices, devices keep their keys in their tokens, and the "
          "foundation reads and writes MIT's formats, devices keep SAs with their controller and "
-         "survive its restart without PKINIT, and calls carry SRTP media keyed by their "
-         "controllers")
+         "survive its restart without PKINIT, calls carry SRTP media keyed by their "
+         "controllers, and an enterprise phone with a PIN registers and calls a cable device")

@@ -285,11 +285,13 @@ class CallLab(Lab):
 
 class Enterprise:
     """Seed 002 on top of a Lab: a key server (its own PKI; `profile` default or seed) with
-    its seed set, controller settings that open their RAS port and fetch K_g from it, the
-    controller's extensions, and phones running `telekey phone run`."""
+    its seed set, more key servers of the same enterprise if asked for, controller settings
+    that open their RAS port and fetch K_g from the first, the controller's extensions, and
+    phones running `telekey phone run`."""
+
+    SEED = bytes(range(32))
 
     def __init__(self, lab: Lab, profile: str = "default") -> None:
-        from keyserver.admin_client import AdminClient
         from keyserver.pki import make_lab_pki
 
         self.lab = lab
@@ -298,24 +300,33 @@ class Enterprise:
         self.pki = self.root / "pki"
         make_lab_pki(self.pki)
         self.keyserver_config = self.root / "keyserver.toml"
-        self.keyserver_config.write_text(
-            f'[keyserver]\nserver_id = 1\nprofile = "{profile}"\n'
-            f'database_url = "sqlite:///{self.root / "keyserver.db"}"\n'
+        self.keyserver, self.ports, self.admin = self.add_keyserver("keyserver", 1)
+        self.phones: dict[str, Path] = {}
+
+    def add_keyserver(self, name: str, server_id: int) -> tuple[ServiceProcess,
+                                                                 dict[str, int], Any]:
+        """A key server of this enterprise (this PKI, its own id and database) given the
+        same seed as the others: its process, its ports and an admin client."""
+        from keyserver.admin_client import AdminClient
+
+        config = self.root / f"{name}.toml"
+        config.write_text(
+            f'[keyserver]\nserver_id = {server_id}\nprofile = "{self.profile}"\n'
+            f'database_url = "sqlite:///{self.root / name}.db"\n'
             "basic_port = 0\nadvanced_port = 0\nadmin_port = 0\n"
             f'tls_cert_file = "{self.pki / "server.pem"}"\n'
             f'tls_key_file = "{self.pki / "server.key"}"\n'
             f'advanced_client_ca_files = ["{self.pki / "ca.pem"}"]\n'
             f'admin_client_ca_files = ["{self.pki / "admin-ca.pem"}"]\n'
             "key_file_rate_per_source = 0\n")
-        self.keyserver = start_service(["keyserver", "run", "--config",
-                                        str(self.keyserver_config)], self.root / "keyserver.log")
-        lab.processes.append(self.keyserver)
-        self.ports = self.keyserver.listening["ports"]
-        self.admin = AdminClient(f"https://127.0.0.1:{self.ports['admin']}",
-                                 self.pki / "admin.pem", self.pki / "admin.key",
-                                 self.pki / "ca.pem")
-        self.admin.request("PUT", "/v1/seed", {"seed": bytes(range(32)).hex()})
-        self.phones: dict[str, Path] = {}
+        process = start_service(["keyserver", "run", "--config", str(config)],
+                                self.root / f"{name}.log")
+        self.lab.processes.append(process)
+        ports: dict[str, int] = process.listening["ports"]
+        admin = AdminClient(f"https://127.0.0.1:{ports['admin']}", self.pki / "admin.pem",
+                            self.pki / "admin.key", self.pki / "ca.pem")
+        admin.request("PUT", "/v1/seed", {"seed": self.SEED.hex()})
+        return process, ports, admin
 
     @property
     def basic_url(self) -> str:
@@ -349,9 +360,11 @@ class Enterprise:
         assert result.returncode == 0, result.stderr
 
     def phone(self, ext: str, pin: str, controller: str, *extra: str,
-              ras_port: int | None = None, name: str | None = None) -> ServiceProcess:
+              ras_port: int | None = None, name: str | None = None,
+              keyserver: str | None = None) -> ServiceProcess:
         """`telekey phone run` for `ext` with `pin`, registered with controller `controller`
-        (its RAS port from its `listening` line unless given)."""
+        (its RAS port from its `listening` line unless given), its key file from the first
+        key server's basic service unless `keyserver` names another's URL."""
         name = name or f"phone-{ext}"
         directory = self.root / name
         directory.mkdir(parents=True, exist_ok=True)
@@ -362,7 +375,7 @@ class Enterprise:
         port = ras_port or int(info["process"].listening["ras_port"])
         process = start_service(
             ["telekey", "phone", "run", "--ext", ext, "--pin-file", str(pin_file),
-             "--keyserver", self.basic_url, "--ca", str(self.pki / "ca.pem"),
+             "--keyserver", keyserver or self.basic_url, "--ca", str(self.pki / "ca.pem"),
              "--controller", f"127.0.0.1:{port}", "--realm", REALM, "--dir", str(directory),
              *extra], self.root / f"{name}.log")
         self.lab.processes.append(process)

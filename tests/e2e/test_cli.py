@@ -38,6 +38,11 @@ def test_lab_runs_end_to_end(lab_run):
     assert "'still there?'" in out and "0 malformed" in out
     assert (workdir / "controller" / "controller.pcap").exists()
     assert (workdir / "controller" / "esp_sa").read_text().count("AES-GCM") == 8
+    # The calls part's enterprise phone: key file, registration, a call to a cable device
+    # (the lab stops if what comes back differs from what B played), RAS in the capture.
+    assert "enterprise phone 1500" in out and "registered with sc1 (GRQ, GCF, RRQ, RCF)" in out
+    assert "phone 1500 calls B across sc1 -> sc2: hung up;" in out
+    assert "H.225.0 RAS: GRQ, GCF, RRQ, RCF;" in out
 
 
 def test_decode_shows_and_decrypts_ticket():
