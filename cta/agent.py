@@ -37,7 +37,14 @@ from common.messages.krb_error import KrbError, decode_krb_error, decode_typed_d
 from common.messages.pkinit import decode_domain_parameters, decode_td_dh_parameters
 from common.messages.ticket import decode_ticket, encode_ticket
 from common.messages.types import PrincipalName
-from common.pki.selfcert import KEY_RSA_2048, SelfCertProfile, build_self_issued, verify_request
+from common.pki.selfcert import (
+    KEY_RSA_2048,
+    SelfCertProfile,
+    SelfCertRefused,
+    build_self_issued,
+    verify_request,
+)
+from common.provisioning.delivery import CertificateDelivery, verify_delivery
 from cta.device import Device
 from cta.provider import TokenEcKey, TokenProvider
 from runtime.kdc_client import credential_from_reply, kdc_exchange
@@ -48,7 +55,12 @@ MODES = ("dh", "ecdh", "rsa")
 
 
 class AgentError(Exception):
-    """An operation the KDC or the agent refused; the message is for the operator."""
+    """An operation the KDC or the agent refused; the message is for the operator, `code` the
+    KDC's error code when the KDC refused."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 @dataclass(frozen=True)
@@ -66,7 +78,8 @@ def _refusal(reply: bytes) -> AgentError:
     except ValueError:
         name = "unknown error"
     text = f"KDC refused: {name} ({error.error_code})"
-    return AgentError(f"{text}; e-text: {error.e_text}" if error.e_text else text)
+    return AgentError(f"{text}; e-text: {error.e_text}" if error.e_text else text,
+                      error.error_code)
 
 
 def _offered_group(error: KrbError) -> int | None:
@@ -216,6 +229,58 @@ class Agent:
         self._store(credential)
         return Obtained(credential, "TGS", self.ccache)
 
+    def forget_tickets(self) -> None:
+        """Empty the credential cache (its tickets were obtained with a certificate that is
+        gone; the controller refuses them)."""
+        if self.ccache.exists():
+            seconds = int(self.offset.total_seconds())
+            micro = int((self.offset.total_seconds() - seconds) * 1e6)
+            write_secret_file(self.ccache, encode_ccache(CredentialCache(
+                self.me, (), kdc_offset=(seconds, micro))))
+
+    # Seed 001: the operator certificate delivered through the controller -------------
+
+    def install_delivery(self, delivery: CertificateDelivery) -> tuple[str, x509.Certificate]:
+        """Act on a certificate delivery (common/provisioning/delivery.py): verify it against
+        the token's roots and certificates, self-issue on its request (seed 004), install its
+        operator certificate (label `operator`, replacing the previous one; the factory key
+        it certifies stays). Returns ("installed" | "held", the certificate): "held" when the
+        token has that very certificate already (a repeated delivery), and nothing changes.
+        Raises a KerberosError (SelfCertRefused, MalformedMessage) before touching the token
+        when the delivery is refused."""
+        provider = self.provider
+        current = _held(provider, "operator")
+        if current is not None and current.public_bytes(Encoding.DER) == delivery.certificate:
+            return "held", current
+        factory = provider.certificate("factory")
+        _, cert = verify_delivery(
+            delivery, operator_root=provider.certificate("operator-root"),
+            device_mac=self.device.mac, factory=factory, current_operator=current,
+            current_self_issued=_held(provider, "self-issued"), now=datetime.now(UTC))
+        if provider.key_label_for(cert) != provider.key_label_for(factory):
+            raise SelfCertRefused("KEY_MISMATCH", "it does not certify the factory key")
+        try:
+            self.selfcert(delivery.request)
+        except AgentError as exc:
+            raise SelfCertRefused("SELFCERT_FAILED", str(exc)) from exc
+        provider.delete_certificate("operator")
+        provider.store_certificate("operator", cert)
+        (self.device.directory / "certs" / "operator.pem").write_bytes(
+            cert.public_bytes(Encoding.PEM))
+        return "installed", cert
+
+    def drop_operator_certificates(self) -> list[str]:
+        """FIG. 8: the operator certificate was refused by policy. Delete it (its key stays
+        when it is the factory key), the certificate this device issued itself for that
+        service (with its key pair) and the tickets obtained with them; the device is back
+        to its factory certificate. Returns the labels deleted."""
+        dropped = [label for label in ("operator", "self-issued")
+                   if self.provider.delete_certificate(label)]
+        for label in dropped:
+            (self.device.directory / "certs" / f"{label}.pem").unlink(missing_ok=True)
+        self.forget_tickets()
+        return dropped
+
     # Seed 004: self-issued certificates ----------------------------------------------
 
     def selfcert(self, request: bytes) -> SelfCertProfile:
@@ -261,3 +326,10 @@ class Agent:
         (self.device.directory / "certs" / "self-issued.pem").write_bytes(
             cert.public_bytes(Encoding.PEM))
         return profile
+
+
+def _held(provider: TokenProvider, label: str) -> x509.Certificate | None:
+    try:
+        return provider.certificate(label)
+    except KeyError:
+        return None

@@ -6,12 +6,13 @@ It keeps the device's tickets fresh and answers its management port.
   directly (seed 000); with backups it gets a TGT by PKINIT and every controller ticket by TGS.
   A ticket obtained by PKINIT is replaced `pkinit_grace` before it ends, one obtained by TGS
   `tgs_grace` before (RFC 4682 defaults 15 and 10 minutes). The login certificate is the
-  self-issued one when the token holds a valid one, else the factory certificate. A failed
-  renewal is retried with a growing delay (5 s doubling to 5 min); the agent never exits on it.
-  A token that has gone away (or whose PIN file has) fails the renewal with a
-  `token_unavailable` line naming the cause; the provider reopens it at the next attempt.
-  Renewal times are counted in monotonic time from the moment they are set (the ticket's end
-  by the KDC's clock, as far as we know it): a step of the wall clock moves none of them.
+  operator-issued one (seed 001) or the self-issued one (seed 004) when the token holds a valid
+  one, else the factory certificate. A failed renewal is retried with a growing delay (5 s
+  doubling to 5 min); the agent never exits on it. A token that has gone away (or whose PIN
+  file has) fails the renewal with a `token_unavailable` line naming the cause; the provider
+  reopens it at the next attempt. Renewal times are counted in monotonic time from the moment
+  they are set (the ticket's end by the KDC's clock, as far as we know it): a step of the wall
+  clock moves none of them.
 - **Management port** (TCP, loopback only by default): one JSON object per line in, one per
   line out. `{"op": "status"}`, `{"op": "renew"}` (renew everything now), `{"op": "selfcert",
   "request": "<base64 DER of the signed request>"}` (seed 004; on success the agent logs in
@@ -22,7 +23,12 @@ It keeps the device's tickets fresh and answers its management port.
 - **Calls** (with a controller, cta/phone.py): `{"op": "call", "number": "2002", "play":
   "tone.wav"}` returns when the call is keyed and media flows (`setup_ms`), `{"op": "hangup",
   "call_id": ...}` ends it (media counts, recording path). Incoming calls are answered per
-  `--answer`.
+  `--answer`; `"conference": "<call id>"` adds the number to a call under way. Under the
+  chained call-key policy the device keeps the broker's one-time keys (cta/broker_keys.py),
+  wrapped at rest under a KEK its token derives.
+- **Lifecycle** (cta/lifecycle.py): the FIG. 5A/5B states (`{"op": "state"}`), operator
+  certificates delivered by the controller, and the fall-back to the factory certificate when
+  the KDC refuses the operator one.
 """
 
 import asyncio
@@ -42,6 +48,10 @@ from common.errors import KerberosError
 from common.kerberos.ccache import Credential
 from common.log import get_logger
 from cta.agent import Agent, AgentError
+from cta.broker_keys import KEK_LABEL as BROKER_KEK_LABEL
+from cta.broker_keys import KEK_OBJECT as BROKER_KEK_OBJECT
+from cta.broker_keys import DeviceBrokerKeys
+from cta.lifecycle import DeviceLifecycle
 from cta.media import load_source
 from cta.phone import Phone
 from cta.provider import TokenUnavailable
@@ -97,6 +107,7 @@ class AgentDaemon:
         self.first_round = asyncio.Event()
         self.link: ControllerLink | None = None
         self.phone: Phone | None = None
+        self.lifecycle = DeviceLifecycle(self)  # FIG. 5A/5B, certificate deliveries
         self.lock = asyncio.Lock()  # one token/KDC operation at a time
         if config.backups:
             self.wanted = [Wanted(None, False)]
@@ -175,7 +186,12 @@ class AgentDaemon:
                 wanted.last_error = str(exc)
                 log.warning("ticket_failed", service=wanted.service or "krbtgt",
                             error=str(exc), retry_in_s=delay)
+            if certificate is not None and await self.lifecycle.login_failed(certificate, exc):
+                wanted.failures = 0
+                await self.obtain(wanted)  # the operator certificate is gone: factory now
             return
+        if certificate is not None:
+            self.lifecycle.logged_in(certificate)
         wanted.failures = 0
         wanted.last_error = None
         self._schedule(wanted)
@@ -244,6 +260,8 @@ class AgentDaemon:
         op = message.get("op")
         if op == "status":
             return {"ok": True, **self.status()}
+        if op == "state":
+            return {"ok": True, **self.lifecycle.status()}
         if op == "renew":
             self.renew_all()
             return {"ok": True}
@@ -288,7 +306,9 @@ class AgentDaemon:
                 samples = load_source(str(play)) if play else None
             except (OSError, ValueError, EOFError) as exc:
                 return {"ok": False, "error": f"play: {exc}"}
-            return await self.phone.call(str(message.get("number", "")), samples)
+            conference = message.get("conference")
+            return await self.phone.call(str(message.get("number", "")), samples,
+                                         conference=str(conference) if conference else None)
         return {"ok": False, "error": f"unknown op {op!r}"}
 
     async def management(self, reader: asyncio.StreamReader,
@@ -342,15 +362,22 @@ async def run(agent: Agent, config: AgentConfig) -> None:
         await daemon.first_round.wait()
         daemon.link = ControllerLink(list(config.controllers), daemon.ticket_for,
                                      daemon.refresh, keepalive_s=config.keepalive_s)
+        daemon.lifecycle.attach(daemon.link)
         await daemon.link.start()
         calls = config.calls
         identity = calls.number or agent.device.principal.replace("/", "-")
-        daemon.phone = Phone(UserAgent(realm=agent.realm, identity=identity), daemon.link,
+        kek = await daemon._in_token(agent.provider.secret_hmac, BROKER_KEK_OBJECT,
+                                     BROKER_KEK_LABEL)
+        broker = DeviceBrokerKeys(agent.device.principal, kek,
+                                  agent.device.directory / "broker.json", daemon.link)
+        daemon.phone = Phone(UserAgent(realm=agent.realm, identity=identity,
+                                       broker=broker.call_key), daemon.link,
                              answer=calls.answer,
                              play=load_source(calls.play) if calls.play else None,
                              record_dir=calls.record_dir, esp_keylog=calls.esp_keylog,
-                             srtp_profile=calls.srtp_profile)
+                             srtp_profile=calls.srtp_profile, broker=broker)
         await daemon.phone.start()
+        daemon.lifecycle.intercept(daemon.link)
     await stop.wait()
     tickets.cancel()
     server.close()

@@ -337,6 +337,27 @@ class TokenProvider:
 
         self._call(store)
 
+    def delete_certificate(self, label: str) -> bool:
+        """Destroy the certificate objects labelled `label`, and the key pair each certified
+        unless another certificate in the token still certifies that key (an operator
+        certificate certifies the factory key, which stays). True if there was one."""
+        def delete() -> bool:
+            found = list(self._session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE,
+                                                    Attribute.LABEL: label}))
+            for cert in found:
+                ident = cert[Attribute.ID]
+                cert.destroy()
+                if list(self._session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE,
+                                                   Attribute.ID: ident})):
+                    continue
+                for cls in (ObjectClass.PRIVATE_KEY, ObjectClass.PUBLIC_KEY):
+                    for key in list(self._session.get_objects({Attribute.CLASS: cls,
+                                                               Attribute.ID: ident})):
+                        key.destroy()
+            return bool(found)
+
+        return self._call(delete)
+
     def key_label_for(self, certificate: x509.Certificate) -> str:
         """The label of the private key certified by `certificate` (same CKA_ID)."""
         spki = certificate.public_key().public_bytes(Encoding.DER,

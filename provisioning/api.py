@@ -3,7 +3,9 @@ listener: runtime/https_server.py). docs/protocol.md ("Provisioning") documents 
 
 - `api_app`, for signaling controllers and other operator servers: device reports (seed 001,
   FIG. 7 "forward CTA certificate", answered approve or deny), device and customer queries,
-  the operator certificate of a provisioned device and a seed 004 certificate request for it.
+  the operator certificate of a provisioned device and a seed 004 certificate request for it,
+  and each controller's lines (number, MAC, the certificate to deliver), which controllers
+  pull.
 - `billing_app`, for the billing host: the billing records not yet acknowledged, and the
   acknowledgement of each (FIG. 7-10 "ACK").
 
@@ -108,6 +110,16 @@ def api_app(provisioner: Provisioner, signer: RequestSigner | None, realm: str) 
         return {"request": base64.b64encode(request).decode(),
                 "not_before": cert.not_valid_before_utc,
                 "not_after": cert.not_valid_after_utc}
+
+    @app.get("/v1/lines")
+    async def lines(controller: Annotated[str, Query(min_length=1, max_length=255)],
+                    since: Annotated[int, Query(ge=0)] = 0,
+                    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000) -> dict[str, Any]:
+        """The lines of a signaling controller changed after version `since` (seed 001,
+        FIG. 7 "number and MAC address sent to the signaling controller")."""
+        result: dict[str, Any] = await _in_thread(provisioner.lines_since, controller, since,
+                                                  limit)
+        return result
 
     @app.get("/v1/customers/{number}")
     async def customer(number: str) -> dict[str, Any]:

@@ -174,6 +174,33 @@ audit_log = sa.Table(
     sa.Index("ix_audit_log_entity", "entity", "entity_id"),
 )
 
+# What each signaling controller must know of the lines homed there (seed 001, FIG. 7 "the
+# new telephone number and the corresponding MAC address ... are sent to the signaling
+# controller"): one row per (controller, number), its state and the operator certificate to
+# deliver, with the feed version of its last change. Controllers pull the rows changed since
+# the version they hold (GET /v1/lines), so a restarted one rebuilds its table from version 0.
+controller_lines = sa.Table(
+    "controller_lines", metadata,
+    sa.Column("controller", sa.String(255), primary_key=True),
+    sa.Column("number", sa.String(15), primary_key=True),
+    sa.Column("mac", sa.String(17), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),  # assigned | removed
+    sa.Column("serial", sa.String(40), nullable=True),  # the certificate to deliver (hex)
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("state IN ('assigned', 'removed')", name="ck_controller_lines_state"),
+    sa.Index("ix_controller_lines_version", "controller", "version"),
+)
+
+# The feed's version counter (one row): each write to controller_lines takes the next value
+# in its own transaction, and the row lock it holds until the commit makes versions appear in
+# commit order, so a controller that has read up to version V never misses a row below it.
+line_feed = sa.Table(
+    "line_feed", metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
 staff = sa.Table(
     "staff", metadata,
     sa.Column("id", sa.Integer, primary_key=True),

@@ -60,8 +60,10 @@ from provisioning.db import (
     billing_records,
     certificates,
     changes,
+    controller_lines,
     customers,
     devices,
+    line_feed,
     number_holds,
     phone_numbers,
     tasks,
@@ -599,12 +601,75 @@ class Provisioner:
         conn.execute(billing_records.insert().values(
             customer_id=customer_id, change_id=change_id, kind=kind,
             account=customer_kind, detail=_jsonable(billing), created_at=now))
+        self._update_lines(conn, before, after, now)
         _audit(conn, now, actor, "change_started", "customer", customer_id, change=change_id,
                kind=kind, before=detail["before"], after=detail["after"],
                steps=[f"{s.action} {s.mac} at {s.headend}" for s in plan.access]
                + ([f"kdc {k.action} {k.number}" for k in plan.kdc]
                   if self.policy.kdc_records else []))
         return outcome
+
+    # --- the controllers' lines (GET /v1/lines) ------------------------------------------
+
+    @staticmethod
+    def _next_version(conn: sa.Connection) -> int:
+        """The feed's next version. The counter row stays locked until this transaction
+        commits, so versions become visible in the order they were taken."""
+        conn.execute(line_feed.update().where(line_feed.c.id == 1).values(
+            version=line_feed.c.version + 1))
+        return int(conn.execute(sa.select(line_feed.c.version)
+                                .where(line_feed.c.id == 1)).scalar_one())
+
+    def _set_line(self, conn: sa.Connection, mac: str, number: str, assigned: bool,
+                  serial: str | None, now: datetime) -> None:
+        """The line (number, MAC) at the controller that reported the device."""
+        controller = conn.execute(sa.select(devices.c.controller).where(
+            devices.c.mac == mac)).scalar() or ""
+        values = {"mac": mac, "state": "assigned" if assigned else "removed",
+                  "serial": serial if assigned else None,
+                  "version": self._next_version(conn), "updated_at": now}
+        updated = conn.execute(controller_lines.update().where(
+            controller_lines.c.controller == controller,
+            controller_lines.c.number == number).values(**values))
+        if updated.rowcount == 0:
+            conn.execute(controller_lines.insert().values(controller=controller,
+                                                          number=number, **values))
+
+    def _update_lines(self, conn: sa.Connection, before: Service | None,
+                      after: Service | None, now: datetime) -> None:
+        """A change's effect on the controllers' lines, at its start: a line that is no
+        longer open is removed at once (the controller then refuses the device, FIG. 8); an
+        open one is assigned, with the device's current operator certificate (kept across a
+        suspension or a service change; a new one replaces it when issued)."""
+        old = (before.mac, before.number) if before is not None and before.open else None
+        new = (after.mac, after.number) if after is not None and after.open else None
+        if old is not None and old != new:
+            self._set_line(conn, old[0], old[1], False, None, now)
+        if new is not None:
+            serial = conn.execute(sa.select(devices.c.operator_serial).where(
+                devices.c.mac == new[0])).scalar()
+            self._set_line(conn, new[0], new[1], True, serial, now)
+
+    def lines_since(self, controller: str, since: int, limit: int = 1000) -> dict[str, Any]:
+        """The lines of `controller` changed after version `since`, oldest change first (at
+        most `limit`; `more` says whether others follow), and the feed's version."""
+        with self.engine.connect() as conn:
+            # The counter first: every version up to it is committed (writers take versions
+            # one at a time and hold the counter until they commit), so no row up to it can
+            # appear later.
+            current = int(conn.execute(sa.select(line_feed.c.version)
+                                       .where(line_feed.c.id == 1)).scalar_one())
+            rows = conn.execute(sa.select(controller_lines).where(
+                controller_lines.c.controller == controller,
+                controller_lines.c.version > since, controller_lines.c.version <= current)
+                .order_by(controller_lines.c.version).limit(limit + 1)).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return {"controller": controller,
+                "version": rows[-1].version if more else current,
+                "more": more,
+                "lines": [{"number": r.number, "mac": r.mac, "state": r.state,
+                           "serial": r.serial, "version": r.version} for r in rows]}
 
     @staticmethod
     def _set_access(conn: sa.Connection, headend: str, mac: str, open_: bool,
@@ -784,6 +849,7 @@ class Provisioner:
             der=cert.public_bytes(Encoding.DER)))
         conn.execute(devices.update().where(devices.c.id == device.id).values(
             state=DeviceState.PROVISIONED, operator_serial=serial, updated_at=now))
+        self._set_line(conn, customer.mac, customer.number, True, serial, now)
         _audit(conn, now, "system", "certificate_issued", "certificate", serial,
                customer=customer.id, mac=customer.mac, number=customer.number,
                not_after=cert.not_valid_after_utc)

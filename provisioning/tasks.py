@@ -7,7 +7,7 @@ Why the KDC's command and not its database or an API: `provisioning/` may not im
 schema of its customer table belongs to `kdc/db.py` (its migrations); running its command
 keeps every write to the KDC's database in the KDC's code. It costs a process start (about
 two seconds here) per record, off the request path. When the KDC reads provisioning's records
-itself (issue 21, "one source of truth"), this step goes away.
+itself (seed 001's "one source of truth"), this step goes away.
 
 Each step is sent again until acknowledged: a head-end change carries `change_id` =
 `prov-<task id>`, which the head-end applies once; `customer add` of a number already present

@@ -19,6 +19,11 @@ Inner datagrams the controller sends to our SIP port (5060) go to `on_signal`.
   three unanswered tries also mean the SA is gone, and the link re-establishes it.
 - With backup controllers, a controller that does not answer the AP exchange is given up for
   the next one (its ticket from the ccache, obtained by TGS).
+- An Error Reply KDC_ERR_CLIENT_REVOKED (the controller no longer admits our ticket: the
+  number was removed, seed 001 FIG. 8) ends the exchange; the link asks for new tickets
+  (`refused`, else `renew`) and starts again with them.
+- `observer`, when set, hears "sa_established", "sa_lost" and "refused" (the device's
+  lifecycle, cta/lifecycle.py).
 """
 
 import asyncio
@@ -50,6 +55,7 @@ KEEPALIVE = b"keepalive".ljust(64, b".")
 # New AP Requests an exchange sends because of skew errors, at most: the Error Reply is not
 # authenticated, so a forged one must not start an endless exchange of requests.
 MAX_SKEW_RETRIES = 3
+EARLY_SIGNALS = 8  # SIP datagrams held until on_signal is attached
 
 
 @dataclass(frozen=True)
@@ -65,13 +71,20 @@ class ControllerLink(asyncio.DatagramProtocol):
                  ticket_for: Callable[[str], Credential | None],
                  renew: Callable[[], Awaitable[None]], *, keepalive_s: float = 20.0,
                  on_signal: Callable[[bytes], None] | None = None,
-                 local_host: str = "127.0.0.1") -> None:
+                 local_host: str = "127.0.0.1",
+                 refused: Callable[[], Awaitable[None]] | None = None) -> None:
         self.controllers = controllers
-        self.on_signal = on_signal
+        # SIP that arrives over the SA before a handler is attached (the broker's first
+        # Broker-Pool offer can come with the first SA) waits here, a few datagrams at most.
+        self._early_signals: list[bytes] = []
+        self._on_signal = on_signal
         self.local_host = local_host
         self.current = 0
         self.ticket_for = ticket_for
         self.renew = renew
+        self.refused = refused  # new tickets after KDC_ERR_CLIENT_REVOKED; default: renew
+        self.observer: Callable[[str], None] | None = None
+        self._relogin: asyncio.Task[None] | None = None
         self.keepalive_s = keepalive_s
         self.transport: Any = None
         self.client: KeyManagementClient | None = None
@@ -89,6 +102,19 @@ class ControllerLink(asyncio.DatagramProtocol):
         self._request_args = (0, False)
         self._request_offset = timedelta()
         self._skew_retries = 0
+
+    @property
+    def on_signal(self) -> Callable[[bytes], None] | None:
+        return self._on_signal
+
+    @on_signal.setter
+    def on_signal(self, handler: Callable[[bytes], None] | None) -> None:
+        self._on_signal = handler
+        if handler is None:
+            return
+        early, self._early_signals = self._early_signals, []
+        for payload in early:
+            handler(payload)
 
     @property
     def controller(self) -> ControllerAddress:
@@ -154,6 +180,7 @@ class ControllerLink(asyncio.DatagramProtocol):
                              reestablish=reestablish,
                              ms=round((time.perf_counter() - started) * 1000, 1))
                     self._spawn(self._rekey_timer(self.sa))
+                    self._notify("sa_established")
                     return
                 except TimeoutError:
                     if not solicited:
@@ -232,6 +259,8 @@ class ControllerLink(asyncio.DatagramProtocol):
                 self.send(LOCAL_PORT, ECHO_PORT, self._echo_payload)
         elif event.kind in ("wake_up", "rekey"):
             log.info(event.kind, controller=self.controller.principal)
+            if self.sa is not None:
+                self._notify("sa_lost")
             self.sa = None
             self.establish(event.server_nonce, reestablish=event.kind == "wake_up",
                            solicited=False)
@@ -241,6 +270,26 @@ class ControllerLink(asyncio.DatagramProtocol):
                 self._spawn(self.renew())
             elif event.error.error_code == ErrorCode.KRB_AP_ERR_SKEW:
                 self._skew(event.error)
+            elif event.error.error_code == ErrorCode.KDC_ERR_CLIENT_REVOKED:
+                if self._relogin is None or self._relogin.done():
+                    self._relogin = asyncio.ensure_future(self._log_in_again())
+
+    async def _log_in_again(self) -> None:
+        """The controller refused our ticket although it is valid: stop the exchange (its
+        retransmissions would only be refused again), get new tickets, start over."""
+        if self._establishing is not None and not self._establishing.done():
+            self._establishing.cancel()
+        if self.sa is not None:
+            self._notify("sa_lost")
+        self.sa = None
+        self.sa_ready.clear()
+        self._notify("refused")
+        await (self.refused or self.renew)()
+        self.establish()
+
+    def _notify(self, what: str) -> None:
+        if self.observer is not None:
+            self.observer(what)
 
     def _esp(self, packet: bytes) -> None:
         sa = self.sa
@@ -250,8 +299,10 @@ class ControllerLink(asyncio.DatagramProtocol):
         source, destination, payload = esp.parse_udp_datagram(datagram)
         if source == ECHO_PORT and self._reply is not None and not self._reply.done():
             self._reply.set_result(payload)
-        elif destination == SIP_PORT and self.on_signal is not None:
-            self.on_signal(payload)
+        elif destination == SIP_PORT and self._on_signal is not None:
+            self._on_signal(payload)
+        elif destination == SIP_PORT and len(self._early_signals) < EARLY_SIGNALS:
+            self._early_signals.append(payload)
 
     async def send_signal(self, payload: bytes, timeout: float = 10.0) -> None:
         """Send SIP to the controller, waiting for an SA if there is none yet."""
@@ -282,6 +333,8 @@ class ControllerLink(asyncio.DatagramProtocol):
                     continue
             if round_ == 0:
                 log.info("controller_silent", controller=self.controller.principal)
+                if self.sa is not None:
+                    self._notify("sa_lost")
                 self.sa = None
                 self.establish(reestablish=True)
         raise TimeoutError("the controller does not answer")

@@ -96,6 +96,9 @@ class KeyBroker:
 
     def sa_installed(self, sa: ControllerSa) -> None:
         """After an AP exchange: a new pool when one is due (not for peer controllers)."""
+        self._offer(sa, tries=1)
+
+    def _offer(self, sa: ControllerSa, tries: int) -> None:
         device = sa.client.rpartition("@")[0]
         if device in self.peers or not sa.channel_secret:
             return
@@ -108,8 +111,9 @@ class KeyBroker:
             return
         self._forget(device)
         call_id = self._message(sa, device, ("broker-pool", offer.encode()))
-        self.pending[call_id] = Pending(device, "pool", 0, 1, time.monotonic() + RETRY_S)
-        log.info("broker_pool_offered", device=device, epoch=offer.epoch, slots=offer.slots)
+        self.pending[call_id] = Pending(device, "pool", 0, tries, time.monotonic() + RETRY_S)
+        log.info("broker_pool_offered", device=device, epoch=offer.epoch, slots=offer.slots,
+                 tries=tries)
 
     def _forget(self, device: str) -> None:
         for call_id in [c for c, p in self.pending.items() if p.device == device]:
@@ -202,7 +206,7 @@ class KeyBroker:
                     sa = self.sa_of(pending.device)
                     if sa is not None:  # the offer again: a new epoch on the SA held now
                         self.broker.store.set_state(pending.device, "resync")
-                        self.sa_installed(sa)
+                        self._offer(sa, tries=pending.tries + 1)
             for device in self.broker.periodic(time.time()):
                 sa = self.sa_of(device)
                 log.info("broker_periodic_refresh", device=device, online=sa is not None)

@@ -14,6 +14,10 @@ extension_app = typer.Typer(
     help="Enterprise phones' extensions and PINs (seed 002), wrapped under the controller's "
          "master key.", no_args_is_help=True)
 app.add_typer(extension_app, name="extension")
+broker_app = typer.Typer(
+    help="The key broker's pools (call_key_policy = \"chained\", seed 003): identifiers and "
+         "generations, never keys.", no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
 ConfigOption = Annotated[Path, typer.Option("--config", exists=True,
                                             help="The controller's TOML settings.")]
 
@@ -40,7 +44,8 @@ def status() -> None:
     """Say what this service provides."""
     typer.echo("sigctl: key management on UDP (PacketCable framing), ESP in UDP, echo on "
                "inner port 7, enterprise-phone registration (H.225.0 RAS, UDP 1719, with "
-               "keyserver_url set); run with `telekey sigctl run --config sigctl.toml`.")
+               "keyserver_url set), per-call or chained call keys (call_key_policy); run "
+               "with `telekey sigctl run --config sigctl.toml`.")
 
 
 def _extension_store(config: Path, *, create_master_key: bool = False) -> Any:
@@ -108,3 +113,29 @@ def extension_list(config: ConfigOption) -> None:
         store.close()
     for ext, mkvno, changed in rows:
         typer.echo(f"{ext}\tmkvno {mkvno}\t{changed}")
+
+
+@broker_app.command("list")
+def broker_list(config: ConfigOption) -> None:
+    """Each device's pool: device, epoch, state, when established, and per slot its
+    generation and state (ready, in_use, refreshing)."""
+    from datetime import UTC, datetime
+
+    from common.broker.broker import BrokerUnavailable
+    from common.errors import MasterKeyError
+    from sigctl.broker import open_broker_store
+
+    settings = load_settings(SigctlSettings, config)
+    try:
+        store = open_broker_store(settings)
+        try:
+            pools = store.pools()
+        finally:
+            store.close()
+    except (BrokerUnavailable, MasterKeyError, ValueError, OSError) as exc:
+        typer.echo(f"sigctl: broker: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    for device, pool in sorted(pools):
+        when = datetime.fromtimestamp(pool.established, UTC).isoformat(timespec="seconds")
+        slots = " ".join(f"{i}:{g}:{state}" for i, (g, state, _) in sorted(pool.slots.items()))
+        typer.echo(f"{device}\tepoch {pool.epoch}\t{pool.state}\t{when}\t{slots}")

@@ -35,8 +35,10 @@ from runtime.key_files import append_secret_line
 from runtime.process import settle_heap
 from runtime.prometheus import child
 from sigctl import metrics, workers
+from sigctl.broker import KeyBroker
 from sigctl.escrow_store import EscrowStore
 from sigctl.extensions import PinCache, open_extension_store
+from sigctl.provisioning_link import ProvisioningLink
 from sigctl.ras import RasService, phone_principal
 from sigctl.settings import SigctlSettings
 
@@ -55,7 +57,8 @@ def build_core(settings: SigctlSettings, spi_share: tuple[int, int] = (0, 1)
         sa_lifetime_s=settings.sa_lifetime_s, grace_s=settings.grace_s,
         max_skew_s=settings.max_skew_s, ack_required=settings.ack_required,
         spi_share=spi_share, ticket_cache=settings.ticket_cache,
-        wake_up_rate=settings.wake_up_rate_per_s)
+        wake_up_rate=settings.wake_up_rate_per_s,
+        broker=settings.call_key_policy == "chained")
 
 
 class Controller:
@@ -73,11 +76,19 @@ class Controller:
                 raise ValueError("escrow_public_key_file: not an X25519 public key")
             escrow_key = loaded
             self.escrow = EscrowStore(settings.escrow_database_url)
+        self.broker: KeyBroker | None = None
+        if settings.call_key_policy == "chained":
+            self.broker = KeyBroker(settings, sa_of=self._sa_of, link_secret=self._link_secret,
+                                    send=lambda sa, data: self.send(
+                                        sa, esp.udp_datagram(SIP_PORT, SIP_PORT, data)),
+                                    rekey=self._rekey)
         self.calls = CallControl(
             principal=settings.principal, realm=settings.realm, lines=dict(settings.lines),
             routes=dict(settings.routes), online=self._online,
             seal=(lambda data, call_id: seal(data, escrow_key, call_id)) if escrow_key
-            else None, srtp_profile=settings.srtp_profile)
+            else None, srtp_profile=settings.srtp_profile, chained=self.broker)
+        self.provisioning = (ProvisioningLink(settings, self) if settings.provisioning_url
+                             else None)
         self.ras: RasService | None = None
         if settings.keyserver_url:
             pins = PinCache(open_extension_store(settings), on_change=self._extension_lines)
@@ -110,6 +121,20 @@ class Controller:
     def _online(self, principal: str) -> bool:
         sa = self.core.by_client.get(f"{principal}@{self.settings.realm}")
         return sa is not None and sa.expires > time.monotonic()
+
+    def _sa_of(self, principal: str) -> ControllerSa | None:
+        sa = self.core.by_client.get(f"{principal}@{self.settings.realm}")
+        return sa if sa is not None and sa.expires > time.monotonic() else None
+
+    def _link_secret(self, peer: str) -> bytes | None:
+        link = self.links.get(peer)
+        return link.sa.channel_secret if link is not None and link.sa is not None else None
+
+    def _rekey(self, sa: ControllerSa) -> None:
+        self.km.sendto(self.core.rekey(sa, datetime.now(UTC)), sa.peer)
+        child(metrics.exchanges, "rekey", "SENT").inc()
+        log.info("rekey", peer=f"{sa.peer[0]}:{sa.peer[1]}", client=sa.client,
+                 spi=f"0x{sa.inbound.spi:08x}", reason="broker")
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -169,6 +194,10 @@ class Controller:
         child(metrics.exchanges, exchange.kind, exchange.result).inc()
         if exchange.sa is not None and exchange.kind == "ap_request":
             self._keylog(exchange.sa)
+            if self.broker is not None:
+                self.broker.sa_installed(exchange.sa)
+            if self.provisioning is not None:
+                self.provisioning.sa_installed(exchange.sa)
         log.info(exchange.kind, peer=f"{peer[0]}:{peer[1]}", result=exchange.result,
                  client=exchange.client,
                  spi=f"0x{exchange.sa.inbound.spi:08x}" if exchange.sa else None,
@@ -198,11 +227,15 @@ class Controller:
         if destination == ECHO_PORT:
             self.send(sa, esp.udp_datagram(destination, source, payload))
         elif destination == SIP_PORT:
+            if self.provisioning is not None and self.provisioning.claims(sa, payload):
+                return  # a device's answer to a certificate delivery
             principal = self._principal(sa.client)
             leg: Leg = ("peer" if principal in self.settings.peers else "device", principal)
             self.signal(leg, payload, sa)
 
     def signal(self, leg: Leg, payload: bytes, sa: ControllerSa | None = None) -> None:
+        if self.broker is not None and self.broker.claims(leg, payload):
+            return
         outcome = self.calls.receive(leg, payload, sa.restriction if sa else None,
                                      time.monotonic())
         self.act(outcome)
@@ -217,6 +250,8 @@ class Controller:
                             self.settings.principal, self.settings.max_call_s)
         if self.escrow is not None and outcome.ended is not None:
             self.escrow.ended(outcome.ended, self.settings.escrow_retention_s)
+        if self.broker is not None and outcome.ended is not None:
+            self.broker.session_ended(outcome.ended)
         for send in outcome.sends:
             if send.leg[0] == "device":
                 sa = self.core.by_client.get(f"{send.leg[1]}@{self.settings.realm}")
@@ -382,6 +417,8 @@ async def serve(settings: SigctlSettings,
         controller.ras.start(ras_transport, (settings.listen_host, ras_port),
                              (settings.listen_host, esp_transport.get_extra_info("sockname")[1]))
     await controller.start_links()
+    if controller.provisioning is not None:
+        await controller.provisioning.start()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -409,6 +446,8 @@ async def serve(settings: SigctlSettings,
             controller.core.expire(mono)
             for outcome in controller.calls.expire(mono, settings.max_call_s):
                 controller.act(outcome)
+            if controller.broker is not None:
+                controller.broker.tick()
             if controller.escrow is not None and int(mono) % 60 == 0:
                 purged = controller.escrow.purge()
                 if purged:
@@ -427,4 +466,6 @@ async def serve(settings: SigctlSettings,
     esp_transport.close()
     if controller.ras is not None and controller.ras.transport is not None:
         controller.ras.transport.close()
+    if controller.provisioning is not None:
+        await controller.provisioning.close()
     log.info("stopped", sas=len(controller.core.sas))

@@ -5,7 +5,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import model_validator
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -67,6 +67,23 @@ class SigctlSettings(BaseSettings):
     """Interval of the ESP echo on each peer link, which finds a restarted peer."""
     srtp_profile: str = "AES_CM_128_HMAC_SHA1_80"
     """SRTP protection profile for calls: `AES_CM_128_HMAC_SHA1_80` or `AEAD_AES_128_GCM`."""
+    call_key_policy: Literal["per-call", "chained"] = "per-call"
+    """`per-call`: a random key for each call (seed 001). `chained`: this controller is the
+    key broker of seed 003 — each device shares a pool of one-time keys with it, a call's key
+    is one of the callee's, and every key a call used is replaced afterwards
+    (docs/protocol.md §13). Stateful: the pools live in `broker_database_url`."""
+    broker_slots: int = Field(4, ge=1, le=32)
+    """Chained policy: one-time keys per device (one per simultaneous call it can take
+    part in)."""
+    broker_refresh_s: float = Field(86_400.0, gt=0)
+    """Chained policy: every device's pool is replaced from scratch (a new AP exchange)
+    within this period, idle devices first, spread over its second half."""
+    broker_database_url: str = "sqlite:///sigctl-broker.db"
+    """Chained policy: SQLAlchemy URL of the broker's pools (keys wrapped under the master
+    key of `master_key_stash_file` / `master_key_token_label`)."""
+    broker_busy_timeout_ms: int = Field(2000, ge=1)
+    """Chained policy: how long a locked SQLite database is waited for before the call is
+    refused (503)."""
     escrow_public_key_file: Path | None = None
     """Lawful-intercept escrow: the authority's X25519 public key (PEM). The media keys of
     calls originated here are sealed to it; no escrow if unset."""
@@ -134,6 +151,37 @@ class SigctlSettings(BaseSettings):
     """PKCS#11 module for `master_key_token_label`."""
     pkcs11_pin_file: Path | None = None
     """File holding that token's user PIN (mode 0600)."""
+
+    # Provisioning (seed 001, FIG. 7-8): sigctl/provisioning_link.py -----------------------
+    provisioning_url: str | None = None
+    """The provisioning service's API listener, e.g. `https://prov.example:8444` (mutual TLS):
+    unprovisioned devices are reported to it, the lines it assigns to this controller are
+    pulled from it, and the operator certificates it issues are delivered to the devices.
+    Once they are pulled, a device whose ticket is not restricted (it logged in with an
+    operator certificate) and whose MAC holds no line here is refused. Unset: none of this
+    (lines come only from `lines`)."""
+    provisioning_ca_file: Path | None = None
+    """CA certificate (PEM) the provisioning service's TLS certificate must chain to: the only
+    source of line assignments."""
+    provisioning_client_cert_file: Path | None = None
+    """The controller's client certificate (PEM) for the provisioning API."""
+    provisioning_client_key_file: Path | None = None
+    """Its private key (PEM, mode 0600)."""
+    provisioning_poll_s: float = Field(2.0, gt=0)
+    """How often the lines changed since the last pull are pulled: a removed number is refused
+    at most this long after the change (plus the pull's time)."""
+    provisioning_timeout_s: float = Field(10.0, gt=0)
+    """Timeout of one request to the provisioning service."""
+
+    @model_validator(mode="after")
+    def _provisioning_needs_tls_files(self) -> Self:
+        if self.provisioning_url and not (self.provisioning_ca_file
+                                          and self.provisioning_client_cert_file
+                                          and self.provisioning_client_key_file):
+            raise ValueError("provisioning_url needs provisioning_ca_file, "
+                             "provisioning_client_cert_file and provisioning_client_key_file "
+                             "(mutual TLS)")
+        return self
 
     @model_validator(mode="after")
     def _keyserver_needs_tls_files(self) -> Self:

@@ -1,6 +1,9 @@
 """The device restriction authorization data (telekey, seed 001): a ticket issued on a
 manufacturer certificate says the device is unprovisioned and which numbers it may call
-(customer service, emergency). Carried as ad-type AD_TELEKEY_DEVICE_RESTRICTION (a negative,
+(customer service, emergency), and the certificate chain it logged in with, so that the
+signaling controller can report the device to the provisioning service (seed 001, FIG. 7:
+"the manufacturer-signed CTA certificate, obtained by the signaling controller during the
+PKINIT exchange"). Carried as ad-type AD_TELEKEY_DEVICE_RESTRICTION (a negative,
 local-use value, RFC 4120 §7.5.4) inside AD-IF-RELEVANT, so other services may ignore it."""
 
 from dataclasses import dataclass
@@ -19,6 +22,9 @@ STATE_UNPROVISIONED = 1
 class DeviceRestriction:
     state: int
     allowed_numbers: tuple[str, ...]
+    # The DER of the device's certificate chain as the KDC verified it (device certificate
+    # first, no anchor); None in tickets from KDCs that do not add it.
+    certificates: tuple[bytes, ...] | None = None
 
 
 decode_device_restriction, encode_device_restriction = codec(asn1.DeviceRestriction,

@@ -12,7 +12,8 @@ Rules, in order:
    - anything else is 75 KDC_ERR_CLIENT_NAME_MISMATCH.
 2. Else it chains to a *manufacturer* anchor (directly, or device certificate -> device
    signing certificate -> manufacturer CA for self-issued certificates): MAC in the subject CN
-   -> `cta/<mac>`, and the ticket carries the unprovisioned DeviceRestriction.
+   -> `cta/<mac>`, and the ticket carries the unprovisioned DeviceRestriction (with the
+   verified chain, for the controller's report to the provisioning service).
 3. Else 70 KDC_ERR_CANT_VERIFY_CERTIFICATE.
 The principal must equal the request's cname, else 75. Device principals `cta/<mac>` need no
 database entry: the certificate is the credential.
@@ -24,6 +25,7 @@ from datetime import datetime
 from typing import Protocol
 
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 
 from common.codes import ErrorCode
 from common.errors import KerberosError
@@ -163,7 +165,11 @@ def certificate_binding(cert: x509.Certificate, kind: str, chain: list[x509.Cert
     principal = mac_principal(cert)
     if principal is None:
         raise ClientNameMismatch("NO_MAC_IN_SUBJECT", cert.subject.rfc4514_string())
-    restriction = DeviceRestriction(STATE_UNPROVISIONED, policy.unprovisioned_numbers)
+    # The chain goes into the ticket (without its anchor), so the controller can report the
+    # device to the provisioning service with a certificate the KDC has verified.
+    presented = chain[:-1] if len(chain) > 1 else chain
+    restriction = DeviceRestriction(STATE_UNPROVISIONED, policy.unprovisioned_numbers,
+                                    tuple(c.public_bytes(Encoding.DER) for c in presented))
     return Binding(principal, "manufacturer", restriction_authorization_data(restriction))
 
 

@@ -8,4 +8,9 @@ swap FIG. 11) into what must happen: head-end access-list changes, KDC customer 
 certificates issued and revoked, and the customer's state while and after it happens;
 `headend` is the per-MAC access-list change the provisioning CA (and later the signaling
 controller) sends a head-end, and how the head-end applies and acknowledges it.
+
+The signaling controller's side is `lines` (the lines it pulls from the provisioning CA, whom
+it admits, the devices it reports, the certificates it delivers); the device's side is
+`device_states` (the FIG. 5A/5B state machines) and `delivery` (the certificate delivery the
+controller sends it over ESP, and the checks it makes before acting on it).
 """

@@ -21,7 +21,7 @@ from common.crypto import Key
 from cta.media import read_wav, tone, write_wav
 from runtime.master_key_store import MasterKeyring, open_store
 from sigctl.broker_store import BrokerStore
-from telekey.loopback import Lab, events, manage, wait_for, wait_for_sa
+from telekey.loopback import Lab, cli, events, manage, wait_for, wait_for_sa
 
 pytestmark = pytest.mark.e2e
 A_MAC, C_MAC, B_MAC = "00:1a:2b:3c:5d:0a", "00:1a:2b:3c:5d:0c", "00:1a:2b:3c:5d:0b"
@@ -257,3 +257,13 @@ def test_the_periodic_refresh_replaces_every_pool_within_its_period(chained):
     assert time.monotonic() - started < 4.0 + 2.0  # the period, and a Rekey's round trip
     refreshed = {e["device"] for e in events(lab.process("sc1"), "broker_periodic_refresh")}
     assert {lab.principal[A_MAC], lab.principal[C_MAC]} <= refreshed
+    # What an operator sees: identifiers and generations, never keys.
+    listing = cli("sigctl", "broker", "list", "--config", str(lab.root / "sc1.toml"))
+    assert listing.returncode == 0, listing.stderr
+    rows = {row[0]: row for row in (line.split("\t") for line in listing.stdout.splitlines())}
+    for mac, epoch in zip((A_MAC, C_MAC), fresh, strict=True):
+        device, generation, state, _, slots = rows[lab.principal[mac]]
+        assert int(generation.removeprefix("epoch ")) > epoch  # refreshed within the period
+        assert state in ("ready", "refreshing")
+        assert all(slot.split(":")[2] in ("ready", "in_use", "refreshing")
+                   for slot in slots.split())

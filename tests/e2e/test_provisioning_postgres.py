@@ -78,7 +78,7 @@ def test_alembic_upgrade_from_empty(database: str) -> None:
     engine = make_engine(database)
     assert current_revision(engine) is None
     migrate(engine)
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
         indexes = {i["name"]: i for i in sa.inspect(conn).get_indexes("number_holds")}
@@ -100,6 +100,11 @@ def test_flows_on_postgres(database: str, tmp_path: Path) -> None:
     assert final["state"] == "terminated"
     assert [c["revocation_reason"] for c in final["certificates"]] == [
         "superseded", "cessationOfOperation"]
+    # The controller's lines: both numbers removed, in the order of their versions.
+    feed = prov.lines_since("sc1", 0)
+    assert [(r["number"], r["state"]) for r in feed["lines"]] == [
+        ("15551000100", "removed"), ("15552000100", "removed")]
+    assert feed["version"] == feed["lines"][-1]["version"]
     prov.engine.dispose()
 
 

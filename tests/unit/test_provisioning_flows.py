@@ -300,6 +300,45 @@ def test_suspend_and_resume(prov: Provisioner) -> None:
     assert prov.customer(record["id"])["state"] == "active"
 
 
+def lines(prov: Provisioner, since: int = 0) -> list[tuple]:
+    page = prov.lines_since("sc1", since)
+    return [(r["number"], r["mac"], r["state"], bool(r["serial"])) for r in page["lines"]]
+
+
+def test_the_controller_lines_follow_every_change(prov: Provisioner) -> None:
+    """GET /v1/lines: a line is assigned when the change starts, gets its certificate when it
+    is issued, and is removed at once when the service ends or moves; each row carries the
+    version of its last change, and a controller that pulls from a version sees only what
+    changed after it."""
+    assert prov.lines_since("sc1", 0) == {"controller": "sc1", "version": 0, "more": False,
+                                           "lines": []}
+    record = new_customer(prov)
+    assert lines(prov) == [("15551000100", MACS[0], "assigned", False)]
+    acknowledge_everything(prov)
+    first = prov.lines_since("sc1", 0)
+    assert lines(prov) == [("15551000100", MACS[0], "assigned", True)]
+    assert first["lines"][0]["serial"] == prov.device(MACS[0])["operator_serial"]
+    held = first["version"]
+    assert prov.lines_since("sc1", held)["lines"] == []
+    assert prov.lines_since("elsewhere", 0)["lines"] == []  # another controller's
+    prov.suspend("alice", record["id"])
+    assert lines(prov, held) == [("15551000100", MACS[0], "removed", False)]
+    acknowledge_everything(prov)
+    prov.resume("alice", record["id"])  # the kept certificate is delivered again
+    assert lines(prov, held) == [("15551000100", MACS[0], "assigned", True)]
+    acknowledge_everything(prov)
+    prov.move("alice", record["id"], "B")
+    assert lines(prov, held) == [("15551000100", MACS[0], "removed", False),
+                                 ("15552000100", MACS[0], "assigned", False)]
+    acknowledge_everything(prov)
+    prov.terminate("bob", record["id"])
+    assert lines(prov) == [("15551000100", MACS[0], "removed", False),
+                           ("15552000100", MACS[0], "removed", False)]
+    paged = prov.lines_since("sc1", 0, limit=1)
+    assert paged["more"] and len(paged["lines"]) == 1
+    assert paged["version"] == paged["lines"][0]["version"]
+
+
 def test_one_change_at_a_time(prov: Provisioner) -> None:
     record = new_customer(prov)
     with pytest.raises(WrongState):
@@ -414,10 +453,10 @@ def test_alembic_from_empty_matches_the_tables(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
     assert current_revision(engine) is None
     migrate(engine)
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
     with engine.connect() as conn:
         assert compare_metadata(MigrationContext.configure(conn), metadata) == []
     command.downgrade(alembic_config(engine), "base")
     assert set(sa.inspect(engine).get_table_names()) == {"alembic_version"}
     migrate(engine)
-    assert current_revision(engine) == "0001"
+    assert current_revision(engine) == "0002"
