@@ -27,6 +27,7 @@ pools = sa.Table(
     sa.Column("epoch", sa.BigInteger, nullable=False),
     sa.Column("state", sa.String(16), nullable=False),  # offered | ready | resync
     sa.Column("established", sa.Float, nullable=False),
+    sa.Index("broker_pools_due", "state", "established"),  # the periodic refresh's scan
 )
 keys = sa.Table(
     "broker_keys", metadata,
@@ -103,6 +104,11 @@ class BrokerStore:
             return [(h.device, PoolState(h.epoch, h.state, h.established,
                                          slots.get(h.device, {}))) for h in heads]
         return self._run(work)
+
+    def ready_before(self, cutoff: float) -> list[tuple[str, float]]:
+        return self._run(lambda conn: [(r.device, r.established) for r in conn.execute(
+            sa.select(pools.c.device, pools.c.established).where(
+                pools.c.state == "ready", pools.c.established <= cutoff))])
 
     def offer(self, device: str, epoch: int, new: list[bytes], now: float) -> None:
         wrapped = [self._wrap(k) for k in new]

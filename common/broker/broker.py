@@ -71,6 +71,10 @@ class PoolStore(Protocol):
 
     def pools(self) -> list[tuple[str, PoolState]]: ...
 
+    def ready_before(self, cutoff: float) -> list[tuple[str, float]]:
+        """(device, established) of the ready pools established at `cutoff` or before."""
+        ...
+
 
 @dataclass
 class Pending:
@@ -183,9 +187,10 @@ class Broker:
         """Devices whose pool is due for replacement from scratch, idle ones first, at most
         `per_tick`; each is put to `resync` (the daemon sends it a Rekey)."""
         busy = {device for entries in self.sessions.values() for device, _ in entries}
-        due = [(device in busy, self.due_at(device, pool.established), device)
-               for device, pool in self.store.pools()
-               if pool.state == "ready" and now >= self.due_at(device, pool.established)]
+        oldest = now - self.refresh_s * (1 - SPREAD)  # no pool younger is due yet
+        due = [(device in busy, self.due_at(device, established), device)
+               for device, established in self.store.ready_before(oldest)
+               if now >= self.due_at(device, established)]
         chosen = [device for in_use, _, device in sorted(due) if not in_use][:self.per_tick]
         for device in chosen:
             self.store.set_state(device, "resync")
